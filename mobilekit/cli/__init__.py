@@ -1,0 +1,48 @@
+"""The ``mobilekit`` command. Each sub-command lives in its own module with a ``register(app)``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from mobilekit.errors import MobilekitError
+
+app = typer.Typer(
+    name="mobilekit",
+    help="Face detectors from PyTorch training to a Flutter app, with numeric parity at every step.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register_commands() -> None:
+    from mobilekit.cli import params, predict
+
+    for module in (predict, params):
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs a sub-command; user errors print one clear line and exit with status 2."""
+    _register_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except MobilekitError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors carry their own exit code and message
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

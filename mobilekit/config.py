@@ -1,0 +1,82 @@
+"""Deployment configuration: everything downstream of a model reads it from here.
+
+A model's ``DeployConfig`` says what its input is (size, channel order, normalisation),
+how its outputs are laid out and how they decode into faces. Export, parity, prediction,
+training targets and the Flutter metadata all read the same object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """RetinaFace-style prior (anchor) boxes.
+
+    Per level ``i`` the feature map is ``ceil(H / steps[i]) x ceil(W / steps[i])``; each cell
+    carries one square prior per entry of ``min_sizes[i]``. Order: level -> row -> column -> size.
+    """
+
+    min_sizes: tuple[tuple[int, ...], ...] = ((16, 32), (64, 128), (256, 512))
+    steps: tuple[int, ...] = (8, 16, 32)
+    variances: tuple[float, float] = (0.1, 0.2)
+    clip: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.min_sizes) != len(self.steps):
+            raise ValueError(f"min_sizes has {len(self.min_sizes)} levels but steps has {len(self.steps)}")
+
+    @property
+    def anchors_per_location(self) -> int:
+        counts = {len(sizes) for sizes in self.min_sizes}
+        if len(counts) != 1:
+            raise ValueError(f"levels have different prior counts: {self.min_sizes}")
+        return counts.pop()
+
+    def to_dict(self) -> dict:
+        return {
+            "type": "retinaface_priors",
+            "min_sizes": [list(s) for s in self.min_sizes],
+            "steps": list(self.steps),
+            "variances": list(self.variances),
+            "clip": self.clip,
+            "order": "level -> row -> column -> min_size",
+            "layout": "cx,cy,w,h",
+            "normalized": True,
+        }
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """What a model expects as input and how its outputs become detections.
+
+    Every mobilekit model takes raw RGB pixels 0-255 (float, NCHW in PyTorch); ``channel_order``,
+    ``mean`` and ``std`` describe the normalisation the network applies internally
+    (``(pixel[channel_order] - mean) / std``).
+    """
+
+    name: str
+    input_size: tuple[int, int] = (640, 640)  # (H, W) default export size
+    channel_order: str = "BGR"
+    mean: tuple[float, float, float] = (104.0, 117.0, 123.0)  # in channel_order
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    priors: PriorConfig = field(default_factory=PriorConfig)
+    output_names: tuple[str, ...] = ("loc", "conf", "landmarks")
+    decoder: str = "retinaface"
+    resize: str = "stretch"  # how an image is brought to a fixed input size: stretch | letterbox
+    pad_value: float = 0.0
+    num_landmarks: int = 5
+    score_threshold: float = 0.5  # default for apps and drawings
+    nms_iou: float = 0.4
+    max_stride: int = 32
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["priors"] = self.priors.to_dict()
+        d["output_names"] = list(self.output_names)
+        return d
+
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth_corner", "right_mouth_corner")

@@ -1,0 +1,113 @@
+"""Raw outputs -> faces: decode against priors, threshold, top-k, NMS. One implementation, used by
+prediction, evaluation, parity, the end-to-end export checks and the Flutter reference decoder.
+
+``decode_detections`` takes NumPy arrays or torch tensors (one image, no batch dimension) and
+returns the same type; both backends give identical results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mobilekit.box_coder import decode_boxes, decode_landmarks
+from mobilekit.config import PriorConfig
+from mobilekit.nms import nms_numpy, nms_torch
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Reference RetinaFace settings: score > 0.02, top 5000, NMS 0.4 (+1 area), keep 750."""
+
+    conf_threshold: float = 0.02
+    nms_iou: float = 0.4
+    pre_nms_top_k: int = 5000
+    max_detections: int = 750
+    nms_offset: float = 1.0
+
+
+@dataclass
+class Detections:
+    """Faces in pixels of the decoded frame: ``boxes`` [K, 4] xyxy, ``scores`` [K], ``landmarks`` [K, 10]."""
+
+    boxes: np.ndarray | torch.Tensor
+    scores: np.ndarray | torch.Tensor
+    landmarks: np.ndarray | torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def numpy(self) -> "Detections":
+        def conv(x):
+            return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+
+        return Detections(conv(self.boxes), conv(self.scores), conv(self.landmarks))
+
+    def to_json(self) -> list[dict]:
+        d = self.numpy()
+        return [
+            {
+                "box_xyxy": [round(float(v), 3) for v in box],
+                "score": round(float(score), 5),
+                "landmarks_xy": [round(float(v), 3) for v in lms],
+            }
+            for box, score, lms in zip(d.boxes, d.scores, d.landmarks)
+        ]
+
+
+def decode_detections(
+    loc,
+    conf,
+    landmarks,
+    priors,
+    priors_cfg: PriorConfig,
+    scale_wh: tuple[float, float],
+    cfg: PostprocessConfig = PostprocessConfig(),
+) -> Detections:
+    """Decode one image's outputs (``loc`` [N, 4], ``conf`` [N, 2] probabilities, ``landmarks`` [N, 10]).
+
+    ``scale_wh`` is the (width, height) in pixels that normalised coordinates are multiplied by
+    (the model input size for input-pixel coordinates, or the original image size for a stretch
+    resize).
+    """
+    is_torch = isinstance(loc, torch.Tensor)
+    variances = priors_cfg.variances
+    width, height = scale_wh
+    if is_torch:
+        priors = priors.to(loc.device)
+        box_scale = torch.tensor([width, height] * 2, dtype=loc.dtype, device=loc.device)
+        lm_scale = torch.tensor([width, height] * (landmarks.shape[-1] // 2), dtype=loc.dtype, device=loc.device)
+    else:
+        box_scale = np.array([width, height] * 2, dtype=loc.dtype)
+        lm_scale = np.array([width, height] * (landmarks.shape[-1] // 2), dtype=loc.dtype)
+    scores = conf[:, 1]
+    keep = scores > cfg.conf_threshold
+    if is_torch:
+        keep = torch.nonzero(keep).flatten()
+    else:
+        keep = np.flatnonzero(keep)
+    loc, priors_kept, landmarks, scores = loc[keep], priors[keep], landmarks[keep], scores[keep]
+    # Top-k by score before NMS (stable: ties keep prior order).
+    order = torch.sort(scores, descending=True, stable=True).indices if is_torch else np.argsort(-scores, kind="stable")
+    order = order[: cfg.pre_nms_top_k]
+    loc, priors_kept, landmarks, scores = loc[order], priors_kept[order], landmarks[order], scores[order]
+    boxes = decode_boxes(loc, priors_kept, variances) * box_scale
+    points = decode_landmarks(landmarks, priors_kept, variances) * lm_scale
+    nms = nms_torch if is_torch else nms_numpy
+    kept = nms(boxes, scores, cfg.nms_iou, offset=cfg.nms_offset)[: cfg.max_detections]
+    return Detections(boxes[kept], scores[kept], points[kept])
+
+
+def decode_outputs(deploy, outputs: dict, input_hw: tuple[int, int], cfg: PostprocessConfig = PostprocessConfig()) -> Detections:
+    """Decode one image's deployment outputs (by name, as every backend returns them) into faces
+    in model-input pixels, with the decoder named by ``deploy.decoder``."""
+    if deploy.decoder == "retinaface":
+        from mobilekit.priors import prior_boxes, prior_boxes_torch
+
+        loc = outputs["loc"]
+        priors = prior_boxes_torch(deploy.priors, input_hw, loc.device) if isinstance(loc, torch.Tensor) else prior_boxes(deploy.priors, input_hw)
+        height, width = input_hw
+        return decode_detections(loc, outputs["conf"], outputs["landmarks"], priors, deploy.priors, (width, height), cfg)
+    raise ValueError(f"unknown decoder {deploy.decoder!r} in the deployment config of {deploy.name}")
