@@ -1,8 +1,8 @@
 """Encode/decode of boxes and landmarks against priors (RetinaFace / SSD convention).
 
 Every function accepts NumPy arrays or torch tensors (any leading batch dimensions) and
-performs the same floating-point operations in the same order for both, so the two
-backends give bit-identical float32 results.
+performs the same floating-point operations in the same order for both: results are
+bit-identical except where ``exp``/``log`` implementations differ in the last bit.
 """
 
 from __future__ import annotations

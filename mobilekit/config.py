@@ -48,6 +48,35 @@ class PriorConfig:
 
 
 @dataclass(frozen=True)
+class YoloAnchorConfig:
+    """YOLO grid anchors: per level a stride (pixels) and anchor sizes ``(w, h)`` in input pixels.
+
+    Rows of a decoded output are ordered level -> row -> column -> anchor.
+    """
+
+    anchors: tuple[tuple[tuple[float, float], ...], ...]
+    strides: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.anchors) != len(self.strides):
+            raise ValueError(f"anchors has {len(self.anchors)} levels but strides has {len(self.strides)}")
+        if len({len(level) for level in self.anchors}) != 1:
+            raise ValueError(f"levels have different anchor counts: {self.anchors}")
+
+    @property
+    def anchors_per_location(self) -> int:
+        return len(self.anchors[0])
+
+    def to_dict(self) -> dict:
+        return {
+            "type": "yolo_grid_anchors",
+            "anchors_wh": [[list(a) for a in level] for level in self.anchors],
+            "strides": list(self.strides),
+            "order": "level -> row -> column -> anchor",
+        }
+
+
+@dataclass(frozen=True)
 class DeployConfig:
     """What a model expects as input and how its outputs become detections.
 
@@ -70,11 +99,13 @@ class DeployConfig:
     score_threshold: float = 0.5  # default for apps and drawings
     nms_iou: float = 0.4
     max_stride: int = 32
+    yolo_anchors: YoloAnchorConfig | None = None  # grid anchors of decoder "yolo"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
         d["priors"] = self.priors.to_dict()
+        d["yolo_anchors"] = self.yolo_anchors.to_dict() if self.yolo_anchors is not None else None
         d["output_names"] = list(self.output_names)
         return d
 

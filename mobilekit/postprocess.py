@@ -110,4 +110,8 @@ def decode_outputs(deploy, outputs: dict, input_hw: tuple[int, int], cfg: Postpr
         priors = prior_boxes_torch(deploy.priors, input_hw, loc.device) if isinstance(loc, torch.Tensor) else prior_boxes(deploy.priors, input_hw)
         height, width = input_hw
         return decode_detections(loc, outputs["conf"], outputs["landmarks"], priors, deploy.priors, (width, height), cfg)
+    if deploy.decoder == "yolo":
+        from mobilekit.yolo_decode import yolo_detections
+
+        return yolo_detections(outputs["predictions"], input_hw, cfg)
     raise ValueError(f"unknown decoder {deploy.decoder!r} in the deployment config of {deploy.name}")

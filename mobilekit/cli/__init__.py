@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from mobilekit.errors import MobilekitError
 
@@ -20,9 +21,9 @@ err_console = Console(stderr=True)
 
 
 def _register_commands() -> None:
-    from mobilekit.cli import params, predict
+    from mobilekit.cli import data, params, predict
 
-    for module in (predict, params):
+    for module in (predict, params, data):
         module.register(app)
 
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except MobilekitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("[yellow]interrupted[/]")

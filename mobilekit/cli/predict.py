@@ -1,0 +1,92 @@
+"""``mobilekit predict``: faces on images with a PyTorch model."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import typer
+from rich.console import Console
+
+from mobilekit.draw import draw_detections
+from mobilekit.errors import MobilekitError
+from mobilekit.image_io import IMAGE_SUFFIXES, list_images, read_image
+from mobilekit.inference import detect_image, load_model, parse_size, resolve_device
+from mobilekit.postprocess import PostprocessConfig
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Image files as given, folders expanded to the images inside them."""
+    images: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise MobilekitError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+            images.extend(found)
+        elif path.exists():
+            images.append(path)
+        else:
+            raise MobilekitError(f"image not found: {path}")
+    return images
+
+
+def write_json_atomic(path: Path, payload: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
+    model: str = typer.Option("retinaface_mnet025", "--model", help="Registered model name."),
+    weights: Path = typer.Option(..., "--weights", help="Checkpoint for the model (loaded strictly)."),
+    conf: float = typer.Option(0.02, "--conf", help="Score threshold before NMS."),
+    nms: float = typer.Option(0.4, "--nms", help="NMS IoU threshold."),
+    max_det: int = typer.Option(750, "--max-det", help="Faces kept per image after NMS."),
+    imgsz: Optional[str] = typer.Option(None, "--imgsz", help="Inference size N or H,W (default: each image's own size)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all detections to this JSON file."),
+    save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write images with faces drawn here."),
+    draw_score: float = typer.Option(0.5, "--draw-score", help="Only faces at or above this score are drawn."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+) -> None:
+    """Detect faces (boxes, scores, 5 landmarks) in images.
+
+    Examples:
+
+      mobilekit predict photo.jpg --weights retinaface_mnet025_widerface.pth --save-dir out/
+
+      mobilekit predict photos/ --model featherface_v1 --weights best.pth --imgsz 640 --json faces.json
+    """
+    size = parse_size(imgsz)
+    paths = expand_inputs(images)
+    net = load_model(model, weights, resolve_device(device))
+    post = PostprocessConfig(conf_threshold=conf, nms_iou=nms, max_detections=max_det)
+    console = Console(stderr=True)
+    results = []
+    for path in paths:
+        image = read_image(path)
+        dets = detect_image(net, image, size, post)
+        faces = dets.to_json()
+        results.append({"image": path.name, "width": image.shape[1], "height": image.shape[0], "faces": faces})
+        shown = sum(f["score"] >= draw_score for f in faces)
+        console.print(f"{path}: {shown} faces with score >= {draw_score} ({len(faces)} detections)")
+        if save_dir is not None:
+            save_dir.mkdir(parents=True, exist_ok=True)
+            out = save_dir / f"{path.stem}_faces.jpg"
+            drawn = draw_detections(image, dets, draw_score)
+            if not cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+                raise MobilekitError(f"cannot write {out}")
+    if json_out is not None:
+        write_json_atomic(json_out, results)
+        console.print(f"detections written to {json_out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)

@@ -1,0 +1,1 @@
+"""Training data: RetinaFace-layout labels, the face dataset and its augmentation, synthetic faces."""

@@ -1,0 +1,115 @@
+"""FeatherFace V1 (MobileNetV1-0.25, BiFPN, SSH with deformable convs, channel shuffle) and its
+CBAM variant, key-compatible with the FeatherFace checkpoints.
+
+Pipeline: backbone levels (strides 8/16/32) -> [CBAM residual] -> BiFPN 56 ch x 2 cells ->
+[CBAM residual] -> per level SSH (every 3x3 a modulated deformable conv) -> channel shuffle
+(2 groups) -> RetinaFace 1x1 class/box/landmark heads, 2 anchors per location.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mobilekit.config import DeployConfig
+from mobilekit.models.attention import CBAM
+from mobilekit.models.base import FaceDetector
+from mobilekit.models.bifpn import bifpn
+from mobilekit.models.deform_conv import DeformConv
+from mobilekit.models.mobilenet import MobileNetV1Backbone
+from mobilekit.models.registry import register_model
+from mobilekit.models.retinaface import apply_heads, multitask_heads
+
+
+def deform_conv_bn(in_channels: int, out_channels: int, leaky: float | None = None) -> nn.Sequential:
+    """Deformable 3x3 conv + BN (+ LeakyReLU when ``leaky`` is given)."""
+    layers: list[nn.Module] = [DeformConv(in_channels, out_channels), nn.BatchNorm2d(out_channels)]
+    if leaky is not None:
+        layers.append(nn.LeakyReLU(negative_slope=leaky, inplace=True))
+    return nn.Sequential(*layers)
+
+
+class DeformSSH(nn.Module):
+    """SSH context module with deformable 3x3 convs: concat(C/2, C/4, C/4) then ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        if out_channels % 4:
+            raise ValueError(f"SSH out_channels must be a multiple of 4, got {out_channels}")
+        leaky = 0.1 if out_channels <= 64 else 0.0
+        quarter = out_channels // 4
+        self.conv3X3 = deform_conv_bn(in_channels, out_channels // 2)
+        self.conv5X5_1 = deform_conv_bn(in_channels, quarter, leaky)
+        self.conv5X5_2 = deform_conv_bn(quarter, quarter)
+        self.conv7X7_2 = deform_conv_bn(quarter, quarter, leaky)
+        self.conv7x7_3 = deform_conv_bn(quarter, quarter)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch5_1 = self.conv5X5_1(x)
+        branches = [self.conv3X3(x), self.conv5X5_2(branch5_1), self.conv7x7_3(self.conv7X7_2(branch5_1))]
+        return F.relu(torch.cat(branches, dim=1))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """FeatherFace's channel shuffle: view as [N, C/groups, groups, H, W] and swap those axes."""
+    n, c, h, w = x.shape
+    return x.reshape(n, c // groups, groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class FeatherFace(FaceDetector):
+    """FeatherFace V1; with ``cbam=True`` CBAM refines the backbone levels and the BiFPN outputs
+    residually (``relu(CBAM(x) + x)``)."""
+
+    def __init__(self, channels: int = 56, bifpn_cells: int = 2, cbam: bool = False, deploy: DeployConfig | None = None) -> None:
+        super().__init__(deploy or DeployConfig(name="featherface_v1_cbam" if cbam else "featherface_v1"))
+        self.body = MobileNetV1Backbone()
+        levels = self.body.out_channels
+        self.backbone_cbam = nn.ModuleList(CBAM(c, 16) for c in levels) if cbam else None
+        self.bifpn = bifpn(channels, levels, bifpn_cells)
+        self.bifpn_cbam = nn.ModuleList(CBAM(channels, 16) for _ in levels) if cbam else None
+        self.ssh1 = DeformSSH(channels, channels)
+        self.ssh2 = DeformSSH(channels, channels)
+        self.ssh3 = DeformSSH(channels, channels)
+        for name, heads in multitask_heads(channels, self.deploy.priors.anchors_per_location).items():
+            setattr(self, name, heads)
+
+    @staticmethod
+    def _refine(attention: nn.ModuleList | None, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        if attention is None:
+            return features
+        return [F.relu(cbam(f) + f) for cbam, f in zip(attention, features)]
+
+    def forward_normalized(self, x: torch.Tensor):
+        features = self._refine(self.backbone_cbam, list(self.body(x)))
+        features = self._refine(self.bifpn_cbam, self.bifpn(features))
+        features = [self.ssh1(features[0]), self.ssh2(features[1]), self.ssh3(features[2])]
+        return apply_heads(self, [channel_shuffle(f, 2) for f in features])
+
+    def first_conv(self) -> nn.Conv2d:
+        return self.body.first_conv()
+
+    def backbone_module(self) -> nn.Module:
+        return self.body
+
+    def component_modules(self) -> dict[str, nn.Module]:
+        parts: dict[str, nn.Module] = {"backbone (MobileNetV1-0.25)": self.body}
+        if self.backbone_cbam is not None:
+            parts["CBAM (backbone + BiFPN)"] = nn.ModuleList([self.backbone_cbam, self.bifpn_cbam])
+        parts["BiFPN"] = self.bifpn
+        parts["SSH x3 (deformable convs)"] = nn.ModuleList([self.ssh1, self.ssh2, self.ssh3])
+        parts["heads (class/box/landmark)"] = nn.ModuleList([self.ClassHead, self.BboxHead, self.LandmarkHead])
+        return parts
+
+
+@register_model("featherface_v1")
+def featherface_v1() -> FeatherFace:
+    """FeatherFace V1 (the users' checkpoint layout), 489,015 parameters."""
+    return FeatherFace(cbam=False)
+
+
+@register_model("featherface_v1_cbam")
+def featherface_v1_cbam() -> FeatherFace:
+    """FeatherFace V1 with residual CBAM after the backbone levels and after the BiFPN,
+    502,022 parameters (FeatherFace V1's 489,015 plus 13,007 in six CBAM blocks)."""
+    return FeatherFace(cbam=True)

@@ -1,0 +1,43 @@
+"""Comparing a model with the shared reference detections (used for every model with a reference)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mobilekit.box_coder import box_iou
+from mobilekit.image_io import read_image, to_nchw
+from mobilekit.inference import detect_image, run_model
+from mobilekit.models import FaceDetector
+from mobilekit.priors import prior_boxes
+
+
+def assert_reproduces_raw_outputs(model: FaceDetector, shared: Path, name: str, atol: float = 1e-4) -> None:
+    raw = np.load(shared / "reference" / f"{name}_crowd_raw.npz")
+    image = read_image(shared / "images" / "crowd_624x1024.jpg")
+    outputs = run_model(model, to_nchw(image))
+    for ours, theirs in (("loc", "loc"), ("conf", "conf"), ("landmarks", "landms")):
+        err = np.abs(outputs[ours].numpy() - raw[theirs]).max()
+        assert err <= atol, f"{name} {ours}: max abs error {err} > {atol}"
+    np.testing.assert_array_equal(prior_boxes(model.deploy.priors, image.shape[:2]), raw["priors"])
+
+
+def assert_reproduces_detections(model: FaceDetector, shared: Path, name: str) -> None:
+    """Every reference face with score >= 0.5 matched: corners within 0.5 px, score within 1e-4."""
+    reference = json.loads((shared / "reference" / f"{name}_detections.json").read_text())
+    for result in reference["results"]:
+        image = read_image(shared / "images" / result["image"])
+        assert image.shape[:2] == (result["height"], result["width"])
+        dets = detect_image(model, image)
+        faces = [f for f in result["faces"] if f["score"] >= 0.5]
+        assert faces, result["image"]
+        ref_boxes = np.array([f["box_xyxy"] for f in faces], dtype=np.float32)
+        iou = box_iou(ref_boxes, dets.boxes)
+        for k, face in enumerate(faces):
+            j = int(iou[k].argmax())
+            assert np.abs(dets.boxes[j] - ref_boxes[k]).max() <= 0.5, (result["image"], face)
+            assert abs(float(dets.scores[j]) - face["score"]) <= 1e-4, (result["image"], face)
+            assert np.abs(dets.landmarks[j] - np.array(face["landmarks_xy"])).max() <= 0.5, (result["image"], face)
+        assert int((dets.scores >= 0.5).sum()) == len(faces), result["image"]
