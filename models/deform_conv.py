@@ -124,3 +124,18 @@ class DeformConv(nn.Module):
         return modulated_deform_conv2d(
             x, offset, mask, self.regular_conv.weight, self.regular_conv.bias, self.stride, self.padding, self.dilation
         )
+
+
+@torch.no_grad()
+def randomize_offsets(model: nn.Module, offset_std: float = 1.0, seed: int = 0) -> int:
+    """Give every :class:`DeformConv` in ``model`` random offset/modulator convs (offsets of about
+    ``offset_std`` pixels, masks spread over (0, 2)) so that tests and export parity checks exercise
+    real deformable sampling instead of the zero-initialised plain conv. Returns how many."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = [m for m in model.modules() if isinstance(m, DeformConv)]
+    for layer in layers:
+        for conv, std in ((layer.offset_conv, offset_std), (layer.modulator_conv, 1.0)):
+            fan_in = conv.weight[0].numel()
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (std / fan_in**0.5))
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator) * std)
+    return len(layers)
