@@ -46,6 +46,11 @@ class PriorConfig:
             "normalized": True,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "PriorConfig":
+        """Inverse of :meth:`to_dict` (extra descriptive keys are ignored)."""
+        return cls(tuple(tuple(s) for s in d["min_sizes"]), tuple(d["steps"]), tuple(d["variances"]), bool(d.get("clip", False)))
+
 
 @dataclass(frozen=True)
 class YoloAnchorConfig:
@@ -74,6 +79,11 @@ class YoloAnchorConfig:
             "strides": list(self.strides),
             "order": "level -> row -> column -> anchor",
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "YoloAnchorConfig":
+        """Inverse of :meth:`to_dict`."""
+        return cls(tuple(tuple(tuple(a) for a in level) for level in d["anchors_wh"]), tuple(d["strides"]))
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,17 @@ class DeployConfig:
         d["yolo_anchors"] = self.yolo_anchors.to_dict() if self.yolo_anchors is not None else None
         d["output_names"] = list(self.output_names)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DeployConfig":
+        """Inverse of :meth:`to_dict`, e.g. for the ``deploy`` block of an export sidecar."""
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key in ("input_size", "mean", "std", "output_names"):
+            if key in fields:
+                fields[key] = tuple(fields[key])
+        fields["priors"] = PriorConfig.from_dict(d["priors"])
+        fields["yolo_anchors"] = YoloAnchorConfig.from_dict(d["yolo_anchors"]) if d.get("yolo_anchors") else None
+        return cls(**fields)
 
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth_corner", "right_mouth_corner")

@@ -15,7 +15,7 @@
 Input: RGB / 255, letterboxed (pad 114). Export output ``predictions`` [B, N, 16], decoded in the
 graph by :func:`mobilekit.yolo_decode.decode_levels` (coordinates normalised to the input size).
 
-589,128 parameters (body 213,072); 1.03 GMACs at 640x640.
+592,236 parameters (body 213,072); 0.99 GMACs at 640x640 (MACs of convolutions and linear layers).
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ class ADYOLOv5Face(FaceDetector):
         if anchors is None or len(anchors.strides) != 4:
             raise ValueError("ADYOLOv5Face needs a deploy config with 4-level yolo_anchors")
         self.body = MobileNetV1Backbone()
-        in_channels = (self.body.stage1[STRIDE4_TAP][-3].out_channels, *self.body.out_channels)
+        stride4_channels = self.body.stage1[STRIDE4_TAP][3].out_channels  # its pointwise conv
+        in_channels = (stride4_channels, *self.body.out_channels)
         self.neck = GatherDistributeNeck(in_channels, level_channels, global_channels, fusion_blocks)
         outputs = anchors.anchors_per_location * VALUES_PER_ANCHOR
         self.heads = nn.ModuleList(nn.Conv2d(c, outputs, 1) for c in level_channels)
@@ -201,5 +202,5 @@ def adyolo_deploy_config() -> DeployConfig:
 
 @register_model("adyolov5_face")
 def adyolov5_face() -> ADYOLOv5Face:
-    """ADYOLOv5-Face (MobileNetV1-0.25, gather-distribute neck, P2-P5 heads), 589,128 parameters."""
+    """ADYOLOv5-Face (MobileNetV1-0.25, gather-distribute neck, P2-P5 heads), 592,236 parameters."""
     return ADYOLOv5Face()

@@ -67,9 +67,9 @@ def modulated_deform_conv2d(
     y1c = torch.clamp(y0 + 1.0, 0.0, h - 1.0)
     x0c = torch.clamp(x0, 0.0, w - 1.0)
     x1c = torch.clamp(x0 + 1.0, 0.0, w - 1.0)
-    batch_base = (torch.arange(n, dtype=x.dtype, device=x.device) * float(h * w)).view(n, 1, 1, 1)
-    row0 = y0c * float(w) + batch_base
-    row1 = y1c * float(w) + batch_base
+    batch_base = (torch.arange(n, dtype=x.dtype, device=x.device) * (h * w)).view(n, 1, 1, 1)
+    row0 = y0c * w + batch_base
+    row1 = y1c * w + batch_base
     # [N, 4, K, Ho, Wo] -> [N, Ho, Wo, 4, K]: corner-major inside each output pixel.
     index = torch.stack([row0 + x0c, row0 + x1c, row1 + x0c, row1 + x1c], dim=1)
     corner_w = torch.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], dim=1)

@@ -9,6 +9,8 @@ from mobilekit.paths import shared_dir
 
 torch.set_num_threads(2)
 
+pytest_plugins = ["export_fixtures"]  # session-scoped exports (tests/export_fixtures.py)
+
 
 @pytest.fixture(scope="session")
 def shared() -> Path:

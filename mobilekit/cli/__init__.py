@@ -21,9 +21,9 @@ err_console = Console(stderr=True)
 
 
 def _register_commands() -> None:
-    from mobilekit.cli import data, params, predict
+    from mobilekit.cli import benchmark, data, eval, export, package, params, parity, predict, train
 
-    for module in (predict, params, data):
+    for module in (predict, params, data, benchmark, export, parity, package, train, eval):
         module.register(app)
 
 

@@ -3,9 +3,10 @@
 Faces are skin-toned ellipses with eyes, nose and mouth (the 5 landmarks: left eye, right eye,
 nose tip, left and right mouth corner, left/right as seen in the image), at widths from 10 px to
 half the image, with roll, a yaw-like squeeze, hair, occluders and blur, on cluttered backgrounds
-that also hold face-like distractors which are NOT faces (featureless heads, eye pairs without a
-face, mouths without eyes, balls). Every image comes from its own ``(seed, index)`` random stream,
-so a dataset is reproducible and any image can be regenerated alone.
+that also hold face-like distractors which are NOT faces (featureless heads with or without hair,
+heads with only a mouth or only a nose, eye pairs on non-skin blobs). Every image comes from its
+own ``(seed, index)`` random stream, so a dataset is reproducible and any image can be regenerated
+alone.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mobilekit.errors import MobilekitError
 MIN_FACE_PX = 10.0
 MAX_FACE_FRACTION = 0.5  # of the image's short side
 NO_LANDMARK_FRACTION = 0.1
+SIZE_SKEW = 0.7  # < 1 leans the log-size distribution to larger faces
 ASPECTS = (1.0, 0.75, 4 / 3)  # height / width
 SHIFT = 4  # cv2 sub-pixel drawing bits
 SCALE = 1 << SHIFT
@@ -83,15 +85,18 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 
 
 def _face_size(rng: np.random.Generator, short: int) -> float:
-    """Face width, log-uniform between ``MIN_FACE_PX`` and half the short side."""
+    """Face width from ``MIN_FACE_PX`` to half the short side, log scale, leaning to the larger
+    sizes (about 1 face in 10 under 16 px) so that the set is learnable yet has tiny faces."""
     high = max(MIN_FACE_PX * 1.5, short * MAX_FACE_FRACTION)
-    return float(math.exp(rng.uniform(math.log(MIN_FACE_PX), math.log(high))))
+    return float(MIN_FACE_PX * (high / MIN_FACE_PX) ** (rng.random() ** SIZE_SKEW))
 
 
-def _draw_face(img: np.ndarray, rng: np.random.Generator, centre: np.ndarray, width: float, parts: str) -> tuple:
+def _draw_face(
+    img: np.ndarray, rng: np.random.Generator, centre: np.ndarray, width: float, parts: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw a face (``parts``: a subset of "hair eyes nose mouth" letters h e n m) and return its
     axis-aligned box (x0, y0, x1, y1) and landmarks [5, 2]."""
-    a = width / 2 * rng.uniform(0.9, 1.0)  # half-width of the head ellipse
+    a = width / 2  # half-width of the head ellipse
     b = a * rng.uniform(1.15, 1.4)  # half-height
     roll = rng.uniform(-35, 35) if rng.random() < 0.7 else 0.0
     yaw = rng.uniform(-0.6, 0.6) if rng.random() < 0.6 else 0.0
@@ -198,6 +203,20 @@ def _place(rng: np.random.Generator, width_px: float, height: int, width: int, t
     return None
 
 
+def _plan(rng: np.random.Generator, sizes: list[float], height: int, width: int, taken: list[np.ndarray]) -> list:
+    """Non-overlapping ``(centre, size)`` spots; a size that does not fit is retried smaller (x0.7)."""
+    spots = []
+    for size in sizes:
+        while size >= MIN_FACE_PX:
+            centre = _place(rng, size, height, width, taken)
+            if centre is not None:
+                taken.append(np.concatenate([centre - size * 0.75, centre + size * 0.75]))
+                spots.append((centre, size))
+                break
+            size *= 0.7
+    return spots
+
+
 DISTRACTOR_PARTS = ("", "h", "m", "hn", "e")  # heads missing features; "e": an eye pair on a non-skin blob
 
 
@@ -208,30 +227,20 @@ def render_synthetic_image(rng: np.random.Generator, imgsz: int = 640) -> tuple[
     short = min(width, height)
     img = _background(rng, height, width)
     taken: list[np.ndarray] = []
-    for _ in range(rng.integers(0, 4)):
-        size = _face_size(rng, short)
-        centre = _place(rng, size, height, width, taken)
-        if centre is None:
-            continue
+    face_spots = _plan(rng, sorted((_face_size(rng, short) for _ in range(rng.integers(1, 7))), reverse=True),
+                       height, width, taken)
+    distractor_spots = _plan(rng, [_face_size(rng, short) for _ in range(rng.integers(0, 4))], height, width, taken)
+    for centre, size in distractor_spots:
         parts = DISTRACTOR_PARTS[rng.integers(len(DISTRACTOR_PARTS))]
-        if "e" in parts:  # an eye pair on a non-skin blob or ball
+        if parts == "e":  # an eye pair on a non-skin blob or ball
             _ellipse(img, centre, (size * 0.5, size * rng.uniform(0.5, 0.8)), rng.uniform(0, 180), _colour(rng))
             for dx in (-0.2, 0.2):
                 _ellipse(img, centre + np.array([dx * size, -0.05 * size]), (0.06 * size + 0.5,) * 2, 0, (20, 20, 20))
-            if "m" in parts:
-                _ellipse(img, centre + np.array([0, 0.25 * size]), (0.15 * size, 0.04 * size + 0.5), 0, (20, 20, 20))
         else:
             _draw_face(img, rng, centre, size, parts)
-        taken.append(np.concatenate([centre - size * 0.75, centre + size * 0.75]))
 
     faces: list[Face] = []
-    face_boxes: list[np.ndarray] = []
-    for _ in range(rng.integers(1, 7)):
-        size = _face_size(rng, short)
-        centre = _place(rng, size, height, width, taken)
-        if centre is None:
-            continue
-        taken.append(np.concatenate([centre - size * 0.75, centre + size * 0.75]))
+    for centre, size in face_spots:
         parts = "henm" if rng.random() < 0.6 else "enm"
         box, landmarks = _draw_face(img, rng, centre, size, parts)
         if rng.random() < 0.15:
@@ -243,7 +252,6 @@ def render_synthetic_image(rng: np.random.Generator, imgsz: int = 640) -> tuple[
         has_landmarks = rng.random() >= NO_LANDMARK_FRACTION
         x0, y0, x1, y1 = (float(v) for v in box)
         faces.append(Face((x0, y0, x1 - x0, y1 - y0), landmarks.astype(np.float32) if has_landmarks else None, blur))
-        face_boxes.append(box)
 
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.0))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import sys
+import types
 from pathlib import Path
 
 CSV_NAME = "results.csv"
@@ -17,6 +19,8 @@ class RunLog:
         self.out_dir = out_dir
         self.writer = None
         if tensorboard:
+            # Write events with TensorBoard's own stub instead of importing all of TensorFlow (seconds, ~1 GB).
+            sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_epoch + 1 if start_epoch else None)

@@ -1,0 +1,133 @@
+"""Measure one case: model-only and end-to-end latency, in this process or in a fresh subprocess.
+
+End-to-end = ``resize_to_input`` + layout/dtype conversion + inference + ``decode_outputs`` (decode,
+threshold, NMS) on a real photo. Peak memory is measured only in a fresh subprocess per case
+(``ru_maxrss`` of that process, and its growth over the RSS after imports: the runtime, model load
+and runs), because RSS of a long-lived process says nothing about one backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from mobilekit.benchmarks.backends import BackendUnavailable, OnnxRuntimeRunner, Runner, TfliteRunner, TorchRunner
+from mobilekit.benchmarks.cases import Case
+from mobilekit.benchmarks.timing import TimingConfig, measure
+from mobilekit.errors import MobilekitError
+from mobilekit.image_io import read_image, resize_to_input
+from mobilekit.postprocess import PostprocessConfig, decode_outputs
+
+MEMORY_METHOD = "fresh subprocess per case: peak = ru_maxrss; delta = ru_maxrss - RSS after importing torch and the runtime"
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def load_runner(case: Case) -> tuple[Runner, object]:
+    """The runner of ``case`` and the model's ``DeployConfig`` (for decoding)."""
+    from mobilekit.models import create_model
+
+    if case.backend.startswith("torch"):
+        from mobilekit.converters.model_source import build_source_model
+
+        model = build_source_model(case.model, case.path, case.random_seed if case.path is None else None)
+        mode = {"torch": "eager", "torch_channels_last": "channels_last", "torch_compile": "compile", "torch_fp16": "eager"}[case.backend]
+        return TorchRunner(model, case.device, mode, fp16=case.backend == "torch_fp16"), model.deploy
+    deploy = create_model(case.model).deploy
+    if case.backend == "onnxruntime":
+        return OnnxRuntimeRunner(case.path, case.threads, case.provider), deploy
+    if case.backend == "tflite":
+        return TfliteRunner(case.path, case.threads, xnnpack=case.provider != "builtin"), deploy
+    raise ValueError(f"unknown backend {case.backend!r}")
+
+
+def _file_bytes(case: Case) -> int | None:
+    return Path(case.path).stat().st_size if case.path else None
+
+
+def measure_case(case: Case, timing: TimingConfig, image: np.ndarray, post: PostprocessConfig) -> dict:
+    """Row for ``case`` measured in this process (memory not measured); unavailable backends give a row too."""
+    import cv2
+    import torch
+
+    row = {**case.to_dict(), "status": "ok", "reason": None, "file_bytes": _file_bytes(case)}
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(case.threads)
+    cv2.setNumThreads(case.threads)
+    try:
+        runner, deploy = load_runner(case)
+        resized, _ = resize_to_input(image, case.imgsz, deploy.resize, deploy.pad_value)
+        if isinstance(runner, TorchRunner):
+            runner.check_compiles(resized)
+        x = runner.make_input(resized)
+
+        def end_to_end():
+            frame, _ = resize_to_input(image, case.imgsz, deploy.resize, deploy.pad_value)
+            outputs = runner.run(runner.make_input(frame))
+            return decode_outputs(deploy, {k: v[0] for k, v in outputs.items()}, frame.shape[:2], post)
+
+        model_only = measure(lambda: runner.run(x), timing, runner.sync)
+        e2e = measure(end_to_end, timing, runner.sync)
+        row.update(
+            provider_used=runner.provider,
+            layout=runner.layout,
+            input_dtype=runner.input_dtype,
+            model_only=model_only.to_dict(),
+            end_to_end=e2e.to_dict(),
+            detections=len(end_to_end()),
+        )
+    except BackendUnavailable as exc:
+        row.update(status="unavailable", reason=str(exc))
+    finally:
+        torch.set_num_threads(previous_threads)
+    return row
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure_isolated(case: Case, timing: TimingConfig, image_path: Path, post: PostprocessConfig, timeout_s: float = 1800) -> dict:
+    """Row for ``case`` measured in a fresh ``python`` process (adds ``memory``)."""
+    job = {"case": case.to_dict(), "timing": asdict(timing), "image": str(image_path), "post": asdict(post)}
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **{k: str(case.threads) for k in THREAD_ENV})
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mobilekit.benchmarks.measure"], input=json.dumps(job), env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {**case.to_dict(), "status": "error", "reason": f"timed out after {timeout_s:.0f} s", "file_bytes": _file_bytes(case)}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
+        return {**case.to_dict(), "status": "error", "reason": f"benchmark subprocess failed: {tail[0][:300]}", "file_bytes": _file_bytes(case)}
+    return json.loads(lines[-1])
+
+
+def _child_main() -> None:
+    """Subprocess entry: read a job (JSON) on stdin, print the row (JSON) as the last stdout line."""
+    job = json.loads(sys.stdin.read())
+    case = Case.from_dict(job["case"])
+    if case.backend == "onnxruntime":
+        import onnxruntime  # noqa: F401  (imported before the baseline: counts as import, not model)
+    elif case.backend == "tflite":
+        import ai_edge_litert.interpreter  # noqa: F401
+    image = read_image(job["image"])
+    baseline = _rss_mb()
+    row = measure_case(case, TimingConfig(**job["timing"]), image, PostprocessConfig(**job["post"]))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["memory"] = {"peak_rss_mb": round(peak, 1), "delta_rss_mb": round(peak - baseline, 1), "method": MEMORY_METHOD}
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    try:
+        _child_main()
+    except MobilekitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,62 @@
+"""Where an exported model's weights came from, and how to rebuild that exact PyTorch model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from mobilekit.checkpoint import load_weights
+from mobilekit.converters.metadata import sha256_file
+from mobilekit.errors import MobilekitError
+from mobilekit.models import FaceDetector, create_model
+
+
+@torch.no_grad()
+def randomize_for_testing(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Perturb every normalisation layer's running stats and affine parameters (deterministically).
+
+    Freshly initialised models have BN mean 0 / var 1 / weight 1 / bias 0, which hides folding
+    and conversion bugs; after this, every BN does real work while activations stay in range.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def uniform(t: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        return torch.rand(t.shape, generator=generator) * (high - low) + low
+
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+            module.running_mean.copy_(uniform(module.running_mean, -0.2, 0.2))
+            module.running_var.copy_(uniform(module.running_var, 0.5, 2.0))
+            if module.affine:
+                module.weight.copy_(uniform(module.weight, 0.5, 1.5))
+                module.bias.copy_(uniform(module.bias, -0.2, 0.2))
+    return model.eval()
+
+
+def build_source_model(name: str, weights: str | Path | None = None, random_seed: int | None = None) -> FaceDetector:
+    """``name`` with ``weights`` loaded strictly, or (only when asked) randomly initialised from ``random_seed``."""
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise MobilekitError(f"weights file not found: {weights}")
+        model = create_model(name)
+        load_weights(model, weights)
+        return model.eval()
+    if random_seed is None:
+        raise MobilekitError(f"no weights for {name}: pass --weights PATH (or --random-init for a test export)")
+    torch.manual_seed(random_seed)
+    return randomize_for_testing(create_model(name), random_seed)
+
+
+def source_metadata(weights: str | Path | None, random_seed: int | None) -> dict:
+    """What the sidecar records so :func:`build_source_model` can rebuild the model later."""
+    if weights is not None:
+        path = Path(weights).resolve()
+        return {"weights": str(path), "weights_sha256": sha256_file(path), "random_init": False}
+    return {
+        "weights": None,
+        "random_init": True,
+        "random_seed": random_seed,
+        "warning": "RANDOMLY INITIALISED (randomize_for_testing): for pipeline tests only, detects nothing",
+    }

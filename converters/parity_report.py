@@ -1,0 +1,81 @@
+"""Parity report files: JSON, Markdown table and a PNG of the error distribution per backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mobilekit.converters.metadata import atomic_output, write_json_atomic
+
+
+def _fmt(value, spec: str = ".3g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def write_json(report: dict, path: str | Path) -> Path:
+    return write_json_atomic({k: v for k, v in report.items() if not k.startswith("_")}, path)
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Export parity report",
+        "",
+        f"Export folder: `{report['export_dir']}`  ",
+        f"Images ({len(report['images'])}): {', '.join(report['images'])}  ",
+        f"TFLite kernels: {report['tflite_kernels']}.  ",
+        f"Reference: PyTorch. Faces: score >= {report['face_score']}, matched one-to-one at IoU >= {report['match_iou']}.  ",
+        "fp32 files are judged on raw output tensors; fp16 and int8 on detections (reduced precision moves tensors by design).",
+        "",
+        f"**Overall: {'PASS' if report['passed'] else 'FAIL'}**",
+        "",
+        "| file | precision | export s | max abs (loc / conf / landmarks) | mean abs | min cosine | faces | matched | mean IoU | max score diff | landmark err px | missed | extra | result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in report["artefacts"]:
+        t, f = a["tensors"], a["faces"]
+        lines.append(
+            f"| {a['file']} | {a['precision']} | {_fmt(a['export_seconds'], '.1f')} "
+            f"| {' / '.join(_fmt(m['max_abs']) for m in t.values())} "
+            f"| {' / '.join(_fmt(m['mean_abs']) for m in t.values())} "
+            f"| {_fmt(min(m['cosine'] for m in t.values()), '.6f')} "
+            f"| {f['faces']} | {f['matched']} | {_fmt(f['mean_iou'], '.4f')} | {_fmt(f['max_score_diff'])} "
+            f"| {_fmt(f['mean_landmark_error_px'])} | {f['missed']} | {f['extra']} "
+            f"| {'PASS' if a['passed'] else '**FAIL**'} |"
+        )
+    lines += ["", "## Criteria", ""]
+    for a in report["artefacts"]:
+        lines.append(f"- `{a['file']}`: {a['criterion']} -> {a['verdict']}")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: dict, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(markdown(report))
+    return path
+
+
+def write_plot(report: dict, path: str | Path) -> Path:
+    """Box plot of |output - PyTorch| (all outputs pooled, log scale) per exported file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    errors = report["_errors"]
+    names = list(errors)
+    data = [np.maximum(np.concatenate(list(errors[n].values())), 1e-9) for n in names]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4.5))
+    ax.boxplot(data, whis=(0, 100), showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), [n.rsplit(".", 1)[0].split("_", 2)[-1] + "\n" + n.rsplit(".", 1)[1] for n in names], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("|output - PyTorch| (all outputs, min..max whiskers)")
+    ax.set_title("Export parity: error distribution per backend")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,232 @@
+"""``export_model``: one call from a PyTorch detector to ONNX, simplified ONNX and TFLite files + sidecars."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from mobilekit.converters.calibration import load_calibration_images, synthetic_sample
+from mobilekit.converters.metadata import (
+    OUTPUT_MEANINGS,
+    SIDECAR_SCHEMA,
+    artefact_stem,
+    sha256_file,
+    sidecar_path,
+    tool_versions,
+    write_json_atomic,
+)
+from mobilekit.converters.onnx_export import INPUT_NAME, check_onnx, export_onnx, prepare_deploy_module, simplify_onnx
+from mobilekit.converters.tflite_export import TFLITE_VARIANTS, VARIANT_DESCRIPTIONS, convert_to_tflite
+from mobilekit.errors import MobilekitError
+from mobilekit.models import FaceDetector
+
+FORMATS = ("onnx", "onnx_sim", *TFLITE_VARIANTS)
+DEFAULT_FORMATS = ("onnx", "onnx_sim", "fp32", "fp16")
+
+
+def resolve_formats(onnx: bool = False, simplify: bool = False, tflite: bool = False, fp16: bool = False, int8: bool = False) -> tuple[str, ...]:
+    """CLI flags -> formats. No flag: ONNX, simplified ONNX, TFLite fp32+fp16. TFLite implies the ONNX steps;
+    ``--fp16``/``--int8`` imply ``--tflite``; ``--int8`` adds the int8 and full-integer variants."""
+    if not any((onnx, simplify, tflite, fp16, int8)):
+        return DEFAULT_FORMATS
+    tflite = tflite or fp16 or int8
+    formats = ["onnx"]
+    if simplify or tflite:
+        formats.append("onnx_sim")
+    if tflite:
+        formats += ["fp32", "fp16"]
+    if int8:
+        formats += ["int8", "int8_full"]
+    return tuple(formats)
+
+
+def check_input_size(input_hw: tuple[int, int], deploy) -> None:
+    height, width = input_hw
+    stride = deploy.max_stride
+    if height < stride or width < stride or height % stride or width % stride:
+        raise MobilekitError(f"input size {height}x{width} is not supported by {deploy.name}: height and width must be positive multiples of {stride}")
+
+
+def check_output_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write_probe_"):
+            pass
+    except OSError as exc:
+        raise MobilekitError(f"output folder {out_dir} is not writable: {exc.strerror or exc}") from None
+
+
+def export_model(
+    model: FaceDetector,
+    imgsz: int | tuple[int, int],
+    out_dir: str | Path,
+    formats: Iterable[str] = DEFAULT_FORMATS,
+    calib_images: str | Path | None = None,
+    calib_count: int = 200,
+    opset: int = 17,
+    dynamic: bool = False,
+    source: dict | None = None,
+) -> list[Path]:
+    """Export ``model`` at ``imgsz`` (int or (H, W)) to ``out_dir``; returns the artefact paths (sidecars next to them).
+
+    ``formats`` from :data:`FORMATS`; TFLite variants are converted from the simplified ONNX when onnxsim
+    succeeded, otherwise from the plain one. ``source`` is recorded in every sidecar (see
+    ``model_source.source_metadata``) so parity can rebuild the PyTorch reference.
+    """
+    formats = tuple(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise MobilekitError(f"unknown export format(s) {unknown}; choose from {FORMATS}")
+    input_hw = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+    deploy = model.deploy
+    check_input_size(input_hw, deploy)
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir)
+    variants = tuple(v for v in TFLITE_VARIANTS if v in formats)
+    calibration = None
+    if any(v.startswith("int8") for v in variants):
+        if calib_images is None:
+            raise MobilekitError("--int8 needs --calib-images DIR (real photos, resized as at inference)")
+        calibration = load_calibration_images(calib_images, deploy, input_hw, calib_count)
+
+    stem = artefact_stem(deploy.name, input_hw)
+    common = _common_metadata(model, input_hw, source or {}, calibration, calib_images)
+    deploy_module = prepare_deploy_module(model)
+    written: list[Path] = []
+
+    def finish(path: Path, fmt: str, variant: str, seconds: float, extra: dict) -> None:
+        written.append(_finish(path, deploy, common, fmt, variant, seconds, extra))
+
+    with tempfile.TemporaryDirectory(prefix="mobilekit_export_") as scratch_name:
+        scratch = Path(scratch_name)
+        onnx_path = (out_dir if "onnx" in formats else scratch) / f"{stem}.onnx"
+        start = time.perf_counter()
+        onnx_summary = export_onnx(deploy_module, input_hw, onnx_path, opset, dynamic=dynamic)
+        if "onnx" in formats:
+            finish(onnx_path, "onnx", "onnx", time.perf_counter() - start, {"onnx": onnx_summary, "dynamic_hw": dynamic})
+        sim_ok = False
+        if "onnx_sim" in formats or variants:
+            sim_path = (out_dir if "onnx_sim" in formats else scratch) / f"{stem}_sim.onnx"
+            start = time.perf_counter()
+            sim_ok, message = simplify_onnx(onnx_path, sim_path)
+            common["notes"].append(message)
+            if sim_ok and "onnx_sim" in formats:
+                extra = {"onnx": check_onnx(sim_path), "simplify": message, "dynamic_hw": dynamic}
+                finish(sim_path, "onnx", "onnx_sim", time.perf_counter() - start, extra)
+        tflite_source = sim_path if sim_ok else onnx_path
+        if variants and dynamic:  # TFLite needs static shapes: convert from a static twin
+            tflite_source = scratch / f"{stem}_static.onnx"
+            export_onnx(deploy_module, input_hw, tflite_source, opset)
+            if simplify_onnx(tflite_source, scratch / f"{stem}_static_sim.onnx")[0]:
+                tflite_source = scratch / f"{stem}_static_sim.onnx"
+
+        if variants:
+            sample = calibration[:1] if calibration is not None else synthetic_sample(input_hw)
+            converted = convert_to_tflite(tflite_source, out_dir, stem, variants, sample, calibration)
+            for variant in variants:
+                info = converted[variant]
+                seconds = info["onnx2tf_seconds"] + info["convert_seconds"]
+                extra = {
+                    "tflite": {
+                        "variant": variant,
+                        "description": VARIANT_DESCRIPTIONS[variant],
+                        "converted_from": tflite_source.name,
+                        "signature": "serving_default",
+                        "io": info["io"],
+                        "output_mapping": info["output_mapping"],
+                        "converter_notes": info["notes"],
+                        "analysis": info["analysis"],
+                        "seconds": {"onnx2tf_shared": info["onnx2tf_seconds"], "tflite_converter": info["convert_seconds"]},
+                    }
+                }
+                finish(info["path"], "tflite", variant, seconds, extra)
+    return written
+
+
+def _common_metadata(model: FaceDetector, input_hw, source: dict, calibration: np.ndarray | None, calib_images) -> dict:
+    deploy = model.deploy
+    return {
+        "model": {
+            "name": deploy.name,
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+            **source,
+        },
+        "input_hw": list(input_hw),
+        "priors": deploy.priors.to_dict(),
+        "deploy": deploy.to_dict(),
+        "calibration": None
+        if calibration is None
+        else {"folder": str(Path(calib_images).resolve()), "images": int(len(calibration)), "resize": deploy.resize},
+        "versions": tool_versions(),
+        "notes": [],
+    }
+
+
+def _input_spec(fmt: str, variant: str, input_hw, extra: dict, deploy) -> dict:
+    height, width = input_hw
+    dynamic = extra.get("dynamic_hw", False)
+    if fmt == "onnx":
+        shape = [1, 3, "height" if dynamic else height, "width" if dynamic else width]
+        dtype, layout, name = "float32", "NCHW", INPUT_NAME
+    else:
+        io_inputs = extra["tflite"]["io"]["inputs"]
+        name, spec = next(iter(io_inputs.items()))
+        shape, dtype, layout = spec["shape"], spec["dtype"], "NHWC"
+    spec = {
+        "name": name,
+        "shape": shape,
+        "dtype": dtype,
+        "layout": layout,
+        "channel_order": "RGB",
+        "value_range": [0, 255],
+        "preprocessing": f"none outside the graph: raw pixels; resize '{deploy.resize}' to {height}x{width} (pad {deploy.pad_value})",
+    }
+    if fmt == "tflite" and dtype != "float32":
+        spec["quantization"] = extra["tflite"]["io"]["inputs"][name]["quantization"]
+    return spec
+
+
+def _output_specs(fmt: str, extra: dict, deploy, input_hw) -> list[dict]:
+    from mobilekit.priors import prior_boxes
+
+    num_priors = len(prior_boxes(deploy.priors, input_hw))
+    widths = {"loc": 4, "conf": 2, "landmarks": 2 * deploy.num_landmarks}
+    specs = []
+    for name in deploy.output_names:
+        spec = {"name": name, "shape": [1, "priors" if extra.get("dynamic_hw") else num_priors, widths.get(name)], "dtype": "float32", "meaning": OUTPUT_MEANINGS.get(name, "")}
+        if fmt == "tflite":
+            io = extra["tflite"]["io"]["outputs"][name]
+            spec.update(shape=io["shape"], dtype=io["dtype"])
+            if io["dtype"] != "float32":
+                spec["quantization"] = io["quantization"]
+        specs.append(spec)
+    return specs
+
+
+def _finish(path: Path, deploy, common: dict, fmt: str, variant: str, seconds: float, extra: dict) -> Path:
+    """Write the sidecar of a finished artefact (the artefact is already under its final name)."""
+    input_hw = tuple(common["input_hw"])
+    meta = {
+        "schema": SIDECAR_SCHEMA,
+        "artefact": {
+            "file": path.name,
+            "format": fmt,
+            "variant": variant,
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+            "export_seconds": round(seconds, 3),
+            "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "input": _input_spec(fmt, variant, input_hw, extra, deploy),
+        "outputs": _output_specs(fmt, extra, deploy, input_hw),
+        **{k: v for k, v in common.items() if k != "notes"},
+        **extra,
+        "notes": list(common["notes"]),
+    }
+    write_json_atomic(meta, sidecar_path(path))
+    return path

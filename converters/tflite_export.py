@@ -1,0 +1,120 @@
+"""ONNX -> TFLite fp32 / fp16 / int8 / int8_full, run in a child process (see ``tflite_worker``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mobilekit.converters.metadata import partial_path
+from mobilekit.converters.onnx_export import ExportError, module_path_from_node
+
+TFLITE_VARIANTS = ("fp32", "fp16", "int8", "int8_full")
+VARIANT_DESCRIPTIONS = {
+    "fp32": "float32 weights and activations",
+    "fp16": "float16 weights (dequantised to float32 at load), float32 input/output",
+    "int8": "int8 weights and activations calibrated on real images, float32 input/output",
+    "int8_full": "fully integer: uint8 input (raw RGB 0-255 through the input quantisation), uint8 outputs (dequantise with each output's scale/zero point)",
+}
+
+
+def tflite_path(out_dir: Path, stem: str, variant: str) -> Path:
+    return out_dir / f"{stem}_{variant}.tflite"
+
+
+def convert_to_tflite(
+    onnx_path: str | Path,
+    out_dir: str | Path,
+    stem: str,
+    variants: tuple[str, ...],
+    sample: np.ndarray,
+    calibration: np.ndarray | None = None,
+    timeout_s: float = 1800,
+) -> dict[str, dict]:
+    """Convert ``onnx_path`` to each TFLite ``variant``; returns ``{variant: {"path", ...worker info}}``.
+
+    ``sample`` (``[1, H, W, 3]`` raw RGB 0-255 float32) is the real image the converted outputs are
+    matched against; ``calibration`` (``[N, H, W, 3]``, same contract) is required for int8 variants.
+    Files appear under their final names only after every requested variant converted.
+    """
+    unknown = [v for v in variants if v not in TFLITE_VARIANTS]
+    if unknown:
+        raise ExportError(f"unknown TFLite variant(s) {unknown}; choose from {TFLITE_VARIANTS}")
+    if any(v.startswith("int8") for v in variants) and (calibration is None or len(calibration) == 0):
+        raise ExportError("int8 TFLite export needs calibration images (--calib-images DIR)")
+    out_dir = Path(out_dir)
+    finals = {v: tflite_path(out_dir, stem, v) for v in variants}
+    targets = {v: partial_path(p) for v, p in finals.items()}
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    with tempfile.TemporaryDirectory(prefix="mobilekit_tflite_") as work:
+        work_dir = Path(work)
+        job = {
+            "onnx_path": str(Path(onnx_path).resolve()),
+            "work_dir": work,
+            "input_name": graph.input[0].name,
+            "output_names": [o.name for o in graph.output],
+            "targets": {v: str(t) for v, t in targets.items()},
+            "sample_npy": _save(work_dir / "sample.npy", sample),
+            "calib_npy": _save(work_dir / "calib.npy", calibration) if calibration is not None else None,
+        }
+        (work_dir / "job.json").write_text(json.dumps(job))
+        result_path = work_dir / "result.json"
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "mobilekit.converters.tflite_worker", str(work_dir / "job.json"), str(result_path)],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+            result = json.loads(result_path.read_text()) if result_path.is_file() else None
+            if result is None or not result.get("ok"):
+                raise ExportError(_describe_failure(result, proc.stdout + proc.stderr, Path(onnx_path).name))
+            for variant, target in targets.items():
+                os.replace(target, finals[variant])
+        except subprocess.TimeoutExpired:
+            raise ExportError(f"TFLite conversion of {Path(onnx_path).name} took longer than {timeout_s:.0f} s") from None
+        finally:
+            for target in targets.values():
+                if target.exists():
+                    target.unlink()
+    return {
+        v: {"path": finals[v], "onnx2tf_seconds": result["onnx2tf_seconds"], "output_mapping": result["output_mapping"], "notes": result["notes"], **info}
+        for v, info in result["variants"].items()
+    }
+
+
+def _save(path: Path, array: np.ndarray) -> str:
+    np.save(path, np.ascontiguousarray(array, dtype=np.float32))
+    return str(path)
+
+
+def _describe_failure(result: dict | None, log: str, onnx_name: str) -> str:
+    """One line naming the ONNX op and the PyTorch module it came from, when they are known."""
+    node = (result or {}).get("node")
+    if node is None:
+        found = re.findall(r"onnx_op_name: (\S+)", log)
+        node = found[-1] if found else None
+    op_type = (result or {}).get("op_type") or (node.rsplit("/", 1)[-1].split("_")[0] if node else None)
+    reason = (result or {}).get("error") or _last_error_line(log)
+    where = ""
+    if node:
+        module = module_path_from_node(node)
+        where = f" at ONNX node '{node}' (op {op_type}, PyTorch module '{module or '<top level>'}')"
+    return f"TFLite conversion of {onnx_name} failed{where}: {reason}"
+
+
+def _last_error_line(log: str) -> str:
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"Error|ERROR|error:", line)]
+    return (errors or lines or ["no output from the converter"])[-1][:400]

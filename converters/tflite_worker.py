@@ -1,0 +1,239 @@
+"""ONNX -> TFLite in a child process (TensorFlow stays out of the caller; onnx2tf's exits become errors).
+
+Run as ``python -m mobilekit.converters.tflite_worker JOB.json RESULT.json``. Steps: onnx2tf writes a
+SavedModel; its outputs are matched to the ONNX outputs *by value* on a real input (never by position)
+and re-exposed under their ONNX names in a ``serving_default`` signature; every TFLite variant is
+converted from that signature, so each file carries signature defs with the stable output names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+SIGNATURE_KEY = "serving_default"
+
+
+class WorkerError(Exception):
+    def __init__(self, message: str, node: str | None = None, op_type: str | None = None) -> None:
+        super().__init__(message)
+        self.node, self.op_type = node, op_type
+
+
+def _offline_onnx2tf(sample: np.ndarray):
+    """Import onnx2tf with its sample-data download replaced by our own images and the network cut."""
+    import requests
+
+    def no_network(*args, **kwargs):
+        raise RuntimeError("mobilekit blocks onnx2tf network access")
+
+    requests.get = no_network
+    requests.Session.request = no_network
+    import onnx2tf
+    import onnx2tf.onnx2tf as onnx2tf_core
+
+    onnx2tf_core.download_test_image_data = lambda: sample.copy()
+    return onnx2tf
+
+
+def _check_supported_ops(onnx_path: str) -> None:
+    import importlib.util
+
+    import onnx
+
+    for node in onnx.load(onnx_path, load_external_data=False).graph.node:
+        if importlib.util.find_spec(f"onnx2tf.ops.{node.op_type}") is None:
+            raise WorkerError(f"onnx2tf has no converter for ONNX op {node.op_type}", node.name, node.op_type)
+
+
+def _onnx_reference(onnx_path: str, input_name: str, nhwc: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {input_name: np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))})))
+
+
+def match_outputs_by_value(reference: dict[str, np.ndarray], candidates: dict[str, np.ndarray]) -> dict[str, tuple[str, float]]:
+    """For each reference output, the candidate with the same shape and the smallest max abs error.
+
+    Raises when two names would map to one candidate or an error is too large to be the same tensor.
+    """
+    mapping: dict[str, tuple[str, float]] = {}
+    for name, ref in reference.items():
+        scored = [
+            (float(np.max(np.abs(value.astype(np.float64) - ref))), key)
+            for key, value in candidates.items()
+            if tuple(value.shape) == tuple(ref.shape)
+        ]
+        if not scored:
+            shapes = {k: tuple(v.shape) for k, v in candidates.items()}
+            raise WorkerError(f"no converted output has the shape {tuple(ref.shape)} of ONNX output '{name}' (converted: {shapes})")
+        error, key = min(scored)
+        tolerance = 1e-3 * max(1.0, float(np.max(np.abs(ref))))
+        if error > tolerance:
+            raise WorkerError(f"converted outputs do not reproduce ONNX output '{name}' (best max abs error {error:.3g})")
+        mapping[name] = (key, error)
+    keys = [key for key, _ in mapping.values()]
+    if len(set(keys)) != len(keys):
+        raise WorkerError(f"output mapping is ambiguous: {mapping}")
+    return mapping
+
+
+def _named_saved_model(saved_dir: Path, out_dir: Path, input_name: str, input_shape: list[int], reference, sample):
+    """Re-expose onnx2tf's SavedModel with outputs named like the ONNX graph; returns the value check."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(saved_dir))
+    function = loaded.signatures[SIGNATURE_KEY]
+    tf_inputs = list(function.structured_input_signature[1])
+    if len(tf_inputs) != 1:
+        raise WorkerError(f"expected one input in the converted model, got {tf_inputs}")
+    raw = {k: v.numpy() for k, v in function(**{tf_inputs[0]: tf.constant(sample)}).items()}
+    mapping = match_outputs_by_value(reference, raw)
+
+    class Named(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loaded = loaded
+
+        @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32, name=input_name)])
+        def serve(self, images):
+            outputs = self.loaded.signatures[SIGNATURE_KEY](**{tf_inputs[0]: images})
+            return {name: tf.identity(outputs[key], name=name) for name, (key, _) in mapping.items()}
+
+    module = Named()
+    tf.saved_model.save(module, str(out_dir), signatures={SIGNATURE_KEY: module.serve})
+    return {name: {"onnx2tf_output": key, "max_abs_error_vs_onnx": err} for name, (key, err) in mapping.items()}
+
+
+def _convert(saved_dir: Path, variant: str, calib: np.ndarray | None, input_name: str) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir), signature_keys=[SIGNATURE_KEY])
+    if variant == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant in ("int8", "int8_full"):
+        if calib is None:
+            raise WorkerError(f"{variant} needs calibration images")
+
+        def representative():
+            for image in calib:
+                yield {input_name: image[None].astype(np.float32)}
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if variant == "int8_full":
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8
+    elif variant != "fp32":
+        raise WorkerError(f"unknown TFLite variant {variant}")
+    return converter.convert()
+
+
+def analyze_tflite(path: str) -> dict:
+    """Op list (from the interpreter) and TensorFlow's analyzer report with GPU-delegate compatibility."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        tf.lite.experimental.Analyzer.analyze(model_path=path, gpu_compatibility=True)
+    report = buffer.getvalue()
+    interpreter = Interpreter(model_path=path)
+    ops: dict[str, int] = {}
+    for op in interpreter._get_ops_details():
+        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+    warnings = [line.strip() for line in report.splitlines() if "GPU COMPATIBILITY WARNING" in line or "not supported by GPU" in line]
+    return {
+        "ops": dict(sorted(ops.items())),
+        "gpu_delegate_compatible": not warnings and "compatible with GPU delegate" in report,
+        "gpu_compatibility_warnings": warnings,
+        "analyzer_report": report.replace(path, Path(path).name),
+    }
+
+
+def signature_io(path: str) -> dict:
+    """Inputs/outputs of the ``serving_default`` signature: name, shape, dtype, quantization."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=path).get_signature_runner(SIGNATURE_KEY)
+
+    def describe(details: dict) -> dict:
+        return {
+            name: {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name, "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
+            for name, d in details.items()
+        }
+
+    return {"inputs": describe(runner.get_input_details()), "outputs": describe(runner.get_output_details())}
+
+
+def run_job(job: dict) -> dict:
+    calib = np.load(job["calib_npy"]) if job.get("calib_npy") else None
+    sample = calib[:1] if calib is not None else np.load(job["sample_npy"])
+    work = Path(job["work_dir"])
+    _check_supported_ops(job["onnx_path"])
+    onnx2tf = _offline_onnx2tf(sample)
+    notes: list[str] = []
+    start = time.perf_counter()
+    # Strict mode (onnx2tf's per-op accuracy correction) first; it chokes on constant sub-graphs, so
+    # retry without it. Either way the outputs are verified against ONNX Runtime below.
+    for disable_strict_mode in (False, True):
+        private_copy = work / "onnx2tf_input.onnx"  # onnx2tf rewrites its input file (node renaming)
+        shutil.copyfile(job["onnx_path"], private_copy)
+        shutil.rmtree(work / "onnx2tf", ignore_errors=True)
+        try:
+            onnx2tf.convert(
+                input_onnx_file_path=str(private_copy),
+                output_folder_path=str(work / "onnx2tf"),
+                output_signaturedefs=True,
+                not_use_onnxsim=True,
+                disable_strict_mode=disable_strict_mode,
+                verbosity="error",
+            )
+            break
+        except (SystemExit, Exception) as exc:
+            if disable_strict_mode:
+                raise WorkerError(f"onnx2tf failed: {type(exc).__name__}: {exc}") from None
+            notes.append(f"onnx2tf strict mode failed ({type(exc).__name__}: {str(exc)[:200]}); converted with disable_strict_mode=True")
+            print("MOBILEKIT_RETRY_WITHOUT_STRICT_MODE", flush=True)
+    onnx2tf_seconds = time.perf_counter() - start
+    reference = _onnx_reference(job["onnx_path"], job["input_name"], sample)
+    named_dir = work / "named_saved_model"
+    output_check = _named_saved_model(work / "onnx2tf", named_dir, job["input_name"], list(sample.shape), reference, sample)
+    result = {"onnx2tf_seconds": onnx2tf_seconds, "output_mapping": output_check, "notes": notes, "variants": {}}
+    for variant, target in job["targets"].items():
+        start = time.perf_counter()
+        Path(target).write_bytes(_convert(named_dir, variant, calib, job["input_name"]))
+        seconds = time.perf_counter() - start
+        io_spec = signature_io(target)
+        if sorted(io_spec["outputs"]) != sorted(job["output_names"]):
+            raise WorkerError(f"{variant}: signature outputs {sorted(io_spec['outputs'])} != {job['output_names']}")
+        result["variants"][variant] = {"convert_seconds": seconds, "io": io_spec, "analysis": analyze_tflite(target)}
+    return result
+
+
+def main(job_path: str, result_path: str) -> int:
+    job = json.loads(Path(job_path).read_text())
+    try:
+        result = {"ok": True, **run_job(job)}
+    except WorkerError as exc:
+        result = {"ok": False, "error": str(exc), "node": exc.node, "op_type": exc.op_type}
+    except Exception as exc:
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
+    Path(result_path).write_text(json.dumps(result, indent=1))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

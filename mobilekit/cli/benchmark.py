@@ -1,0 +1,137 @@
+"""``mobilekit benchmark``: latency of every model and format (PyTorch, ONNX Runtime, TFLite) on CPU or GPU."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from mobilekit.errors import MobilekitError
+from mobilekit.paths import PROJECT_ROOT, shared_dir
+
+ALL_BACKENDS = ("torch", "torch_channels_last", "torch_compile", "onnxruntime", "tflite", "tflite_builtin")
+DEFAULT_BACKENDS = "torch,torch_channels_last,torch_compile,onnxruntime,tflite"
+DEFAULT_IMAGE = "group_768x1024.jpg"
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise MobilekitError(f"{option} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise MobilekitError(f"{option} takes positive integers, got {text!r}")
+    return sorted(set(values))
+
+
+def parse_sizes(text: str | None) -> list[tuple[int, int]]:
+    """``"320,640"`` -> [(320, 320), (640, 640)]; ``"480x640"`` -> [(480, 640)] (H x W)."""
+    if not text:
+        return []
+    from mobilekit.inference import parse_size
+
+    try:
+        return list(dict.fromkeys(parse_size(item.strip()) for item in text.split(",") if item.strip()))
+    except ValueError as exc:
+        raise MobilekitError(f"--imgsz: {exc} (use e.g. 320,640 or 480x640)") from None
+
+
+def default_image() -> Path:
+    folder = shared_dir() / "images"
+    candidates = [folder / DEFAULT_IMAGE] + (sorted(folder.glob("*.jpg")) if folder.is_dir() else [])
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise MobilekitError(f"no photo for the end-to-end timing in {folder}: pass --image PATH")
+
+
+def check_device(device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise MobilekitError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda":
+        import onnxruntime as ort
+        import torch
+
+        if not torch.cuda.is_available() and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise MobilekitError(
+                "--device cuda was requested but no CUDA device is usable: torch.cuda.is_available() is False "
+                f"and onnxruntime offers only {ort.get_available_providers()}"
+            )
+
+
+def benchmark(
+    targets: list[str] = typer.Argument(..., help="Export folders/files (from `mobilekit export`) or registered model names."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU thread counts, e.g. 1,2,4 (default: 1 and all usable cores)."),
+    runs: int = typer.Option(50, "--runs", help="At least this many timed runs per measurement."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed warm-up runs."),
+    min_seconds: float = typer.Option(2.0, "--min-seconds", help="Keep timing for at least this long."),
+    imgsz: Optional[str] = typer.Option(None, "--imgsz", help="Input sizes, e.g. 320,640 or 480x640 (default: each export's size; 640 for model names)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint for the PyTorch rows (default: the export's recorded weights, else random init)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Photo for end-to-end timing (default: a shared test photo)."),
+    backends: str = typer.Option(DEFAULT_BACKENDS, "--backends", help=f"Subset of {','.join(ALL_BACKENDS)} (tflite_builtin: TFLite with XNNPACK off)."),
+    conf: float = typer.Option(0.5, "--conf", help="Score threshold of the end-to-end decode (as in an app)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report here (default: OUT_DIR/benchmark_DEVICE_TIME.json)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the PNG chart here (default: next to the JSON)."),
+    out_dir: Path = typer.Option(PROJECT_ROOT / "benchmarks" / "results", "--out-dir", help="Folder for the default JSON/PNG names."),
+    isolate: bool = typer.Option(True, "--isolate/--in-process", help="Fresh subprocess per case (measures peak memory) or all in this process."),
+    peak: bool = typer.Option(True, "--peak/--no-peak", help="Probe the fp32 matmul peak (numpy and torch) at each thread count."),
+) -> None:
+    """Measure latency (median, p90, p99, mean +- std, FPS), model-only and end-to-end, file size, peak
+    memory, MACs and achieved GFLOP/s against the machine's matmul peak.
+
+    Examples:
+
+      mobilekit benchmark exports/ --threads 1,2 --json benchmarks/results/cpu.json
+
+      mobilekit benchmark retinaface_mnet025 --weights retinaface_mnet025_widerface.pth --imgsz 320,640
+
+      mobilekit benchmark exports/ --device cuda --runs 200
+    """
+    from mobilekit.benchmarks.cases import default_threads, plan_cases
+    from mobilekit.benchmarks.report import plot_report, print_report, write_json
+    from mobilekit.benchmarks.suite import run_suite
+    from mobilekit.benchmarks.timing import TimingConfig
+    from mobilekit.postprocess import PostprocessConfig
+
+    check_device(device)
+    chosen = tuple(b.strip() for b in backends.split(",") if b.strip())
+    unknown = [b for b in chosen if b not in ALL_BACKENDS]
+    if unknown or not chosen:
+        raise MobilekitError(f"--backends: unknown {unknown}; choose from {','.join(ALL_BACKENDS)}")
+    if weights is not None and not weights.is_file():
+        raise MobilekitError(f"weights file not found: {weights}")
+    image_path = image if image is not None else default_image()
+    if not image_path.is_file():
+        raise MobilekitError(f"image not found: {image_path}")
+    try:
+        timing = TimingConfig(warmup=warmup, runs=runs, min_seconds=min_seconds)
+    except ValueError as exc:
+        raise MobilekitError(str(exc)) from None
+    thread_counts = parse_int_list(threads, "--threads") if threads else default_threads()
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory(prefix="mobilekit_bench_onnx_") as scratch:
+        cases = plan_cases(targets, parse_sizes(imgsz), thread_counts, device, chosen, str(weights) if weights else None, Path(scratch))
+        if not cases:
+            raise MobilekitError(f"nothing to benchmark for {targets} with --backends {','.join(chosen)} --device {device} --imgsz {imgsz}")
+        console.print(f"{len(cases)} measurements on {device}, threads {thread_counts}, image {image_path.name}")
+
+        def progress(row: dict) -> None:
+            status = f"{row['model_only']['median_ms']:.2f} ms ({row['provider_used']})" if row["status"] == "ok" else f"{row['status']}: {row['reason']}"
+            console.print(f"  {row['model']} {row['label']} {'x'.join(map(str, row['imgsz']))} t{row['threads']}: {status}")
+
+        report = run_suite(cases, timing, image_path, PostprocessConfig(conf_threshold=conf), isolate, peak, progress)
+    print_report(report, Console())
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = json_out or out_dir / f"benchmark_{device}_{stamp}.json"
+    write_json(report, json_path)
+    plot_path = plot_report(report, plot or json_path.with_suffix(".png"))
+    console.print(f"report written to {json_path} and {plot_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("benchmark")(benchmark)

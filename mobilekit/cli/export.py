@@ -1,0 +1,95 @@
+"""``mobilekit export``: PyTorch -> ONNX -> simplified ONNX -> TFLite fp32/fp16/int8, each with a sidecar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mobilekit.errors import MobilekitError
+from mobilekit.inference import parse_size
+
+
+def export(
+    name: str = typer.Argument(..., help="Registered model name."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint to export (loaded strictly)."),
+    random_init: bool = typer.Option(False, "--random-init", help="No weights: export a randomly initialised model (tests only; labelled in the metadata)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --random-init."),
+    imgsz: str = typer.Option("640", "--imgsz", help="Input size N or H,W (multiples of the model's max stride)."),
+    onnx: bool = typer.Option(False, "--onnx", help="Write the ONNX file."),
+    simplify: bool = typer.Option(False, "--simplify", help="Write the onnxsim-simplified ONNX file."),
+    tflite: bool = typer.Option(False, "--tflite", help="Write TFLite fp32 and fp16 (implies the ONNX steps)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Same as --tflite (fp16 is always written with fp32)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write int8 (float I/O) and full-integer (uint8 I/O) TFLite; needs --calib-images."),
+    calib_images: Optional[Path] = typer.Option(None, "--calib-images", help="Folder of real photos for int8 calibration."),
+    calib_count: int = typer.Option(200, "--calib-count", help="At most this many calibration images."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
+    dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic H/W in the ONNX files (priors then come from the metadata); TFLite stays static."),
+    out: Path = typer.Option(Path("exports"), "--out", help="Output folder."),
+) -> None:
+    """Export a detector; every file gets a sidecar JSON (input/output contract, priors, sha256, versions, timings).
+
+    Without format flags: ONNX, simplified ONNX, TFLite fp32 and fp16. Input of every file: raw RGB
+    0-255 (NCHW float32 for ONNX, NHWC for TFLite; uint8 for the full-integer TFLite).
+
+    Examples:
+
+      mobilekit export retinaface_mnet025 --weights retinaface_mnet025_widerface.pth
+
+      mobilekit export retinaface_mnet025 --weights w.pth --imgsz 480,640 --tflite --int8 --calib-images photos/ --out exports/
+
+      mobilekit export featherface_v1 --random-init --onnx --out /tmp/test_export
+    """
+    from mobilekit.converters import build_source_model, export_model, resolve_formats, source_metadata
+
+    if weights is not None and random_init:
+        raise MobilekitError("--weights and --random-init exclude each other")
+    if weights is None and not random_init:
+        raise MobilekitError(f"no weights for {name}: pass --weights PATH (or --random-init for a test export)")
+    try:
+        size = parse_size(imgsz)
+    except ValueError as exc:
+        raise MobilekitError(f"--imgsz: {exc}") from None
+    if calib_images is not None and not int8:
+        raise MobilekitError("--calib-images is only used with --int8")
+    model = build_source_model(name, weights, seed if random_init else None)
+    formats = resolve_formats(onnx, simplify, tflite, fp16, int8)
+    console = Console()
+    console.print(f"exporting {name} at {size[0]}x{size[1]}: {', '.join(formats)} -> {out}")
+    paths = export_model(
+        model,
+        size,
+        out,
+        formats=formats,
+        calib_images=calib_images,
+        calib_count=calib_count,
+        opset=opset,
+        dynamic=dynamic,
+        source=source_metadata(weights, seed if random_init else None),
+    )
+    _print_summary(console, paths)
+
+
+def _print_summary(console: Console, paths: list[Path]) -> None:
+    from mobilekit.converters.metadata import read_sidecar
+
+    table = Table(title="exported")
+    for column in ("file", "size", "seconds", "notes"):
+        table.add_column(column)
+    notes: list[str] = []
+    for path in paths:
+        meta = read_sidecar(path)
+        gpu = meta.get("tflite", {}).get("analysis", {}).get("gpu_delegate_compatible")
+        note = "" if gpu is None else ("GPU delegate: compatible" if gpu else "GPU delegate: NOT compatible")
+        table.add_row(path.name, f"{meta['artefact']['bytes'] / 1024:,.0f} KiB", f"{meta['artefact']['export_seconds']:.1f}", note)
+        notes = meta.get("notes", notes)
+    console.print(table)
+    for note in notes:
+        console.print(f"[dim]{note}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)

@@ -1,0 +1,36 @@
+"""``mobilekit package``: an export folder -> Flutter-ready assets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+
+def package(
+    export_dir: Path = typer.Argument(..., help="Folder written by mobilekit export (TFLite files + .json sidecars)."),
+    out: Path = typer.Option(..., "--out", help="Package folder to write, e.g. flutter_assets/retinaface (replaced atomically)."),
+    precision: str = typer.Option("fp32", "--precision", help="TFLite variant: fp32, fp16, int8 (or int8_full)."),
+    end_to_end: bool = typer.Option(False, "--end-to-end", help="Package a TFLite with decode + NMS inside the graph (fp32/fp16)."),
+    golden_image: Optional[Path] = typer.Option(None, "--golden-image", help="Photo for golden/ (default: one of the shared images)."),
+    max_detections: int = typer.Option(100, "--max-det", help="Faces returned by the end-to-end model (fixed K)."),
+) -> None:
+    """Write a folder a Flutter developer copies as is: model.tflite, model_meta.json, anchors.json,
+    labels.txt, pubspec snippet, README, golden/ test files and the Dart decoder in lib/.
+
+    Examples:
+
+      mobilekit package exports/ --out flutter_assets/retinaface
+
+      mobilekit package exports/ --out flutter_assets/retinaface_e2e --precision fp16 --end-to-end
+    """
+    from mobilekit.flutter.package import package_export
+
+    path = package_export(export_dir, out, precision, end_to_end, golden_image, max_detections)
+    Console(stderr=True).print(f"packaged {precision}{' end-to-end' if end_to_end else ''} model into {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("package")(package)

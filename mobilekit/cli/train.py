@@ -1,0 +1,83 @@
+"""``mobilekit train``: train a detector (CPU or CUDA, one process or many under torchrun)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mobilekit.errors import MobilekitError
+
+
+def _checkpoint_config(path: Path) -> dict:
+    import torch
+
+    from mobilekit.checkpoint import CheckpointError
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable or not a checkpoint: the user's file to fix
+        raise CheckpointError(f"cannot resume from {path}: {exc}") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"{path} is not a mobilekit training checkpoint (last.pt / best.pt)")
+    return ckpt["config"]
+
+
+def train_command(
+    model: Optional[str] = typer.Option(None, "--model", help="Registered model name (default featherface_v1)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset root with train/label.txt (and val/label.txt)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Number of epochs."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Images per step and process, or 'auto' (CUDA)."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Square training size (multiple of 32)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (bf16 where supported, else fp16)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pt exactly (its settings are reused)."),
+    pretrained_backbone: Optional[Path] = typer.Option(None, "--pretrained-backbone", help="ImageNet MobileNetV1-0.25 weights."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher weights: adds distillation losses."),
+    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Teacher architecture (default featherface_v1 for featherface_v2)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (checkpoints, logs, curves)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings; command-line options override it."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading worker processes."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw or sgd."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (runs are reproducible)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    """Train a face detector; writes OUT/last.pt, OUT/best.pt, OUT/best_weights.pth, results.csv,
+    TensorBoard events and curves.png.
+
+    Examples:
+
+      mobilekit data synth synth/ --images 400 --imgsz 320
+
+      mobilekit train --model featherface_v1 --data synth/ --epochs 30 --out runs/v1
+
+      mobilekit train --model featherface_v2 --data synth/ --teacher runs/v1/best_weights.pth --out runs/v2
+
+      mobilekit train --resume runs/v1/last.pt
+
+      torchrun --nproc_per_node 4 $(which mobilekit) train --model featherface_v1 --data widerface/ --device cuda --amp --batch auto
+    """
+    from mobilekit.training import load_config, train
+
+    overrides = {
+        "model": model, "data": str(data) if data else None, "epochs": epochs, "batch": batch, "imgsz": imgsz,
+        "device": device, "amp": amp, "resume": str(resume) if resume else None,
+        "pretrained_backbone": str(pretrained_backbone) if pretrained_backbone else None,
+        "teacher": str(teacher) if teacher else None, "teacher_model": teacher_model, "out": str(out) if out else None,
+        "workers": workers, "lr": lr, "optimizer": optimizer, "seed": seed, "progress": progress,
+    }  # fmt: skip
+    if resume is not None and config is None:
+        base = _checkpoint_config(resume)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        overrides = base
+    cfg = load_config(config, overrides)
+    if not cfg.data:
+        raise MobilekitError("mobilekit train needs --data DIR (or a --config / --resume that names it); see --help")
+    result = train(cfg)
+    typer.echo(f"best weights: {result.best_weights}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)

@@ -1,0 +1,249 @@
+"""End-to-end TFLite: RGB pixels in, at most K faces out, with decode and NMS inside the graph.
+
+The network part comes from the export's ONNX file through the same onnx2tf route and by-value
+output naming as ``mobilekit export`` (``converters.tflite_worker``); this module appends the
+RetinaFace decode (the math of :mod:`mobilekit.box_coder`, priors from :mod:`mobilekit.priors` as a
+constant), the score threshold and TFLite's built-in ``NON_MAX_SUPPRESSION_V5``. Outputs, by name in
+the ``serving_default`` signature (TF Object Detection API convention):
+
+* ``boxes`` [1, K, 4] x1, y1, x2, y2 in model-input pixels, best first; rows past the count are 0
+* ``scores`` [1, K]; ``landmarks`` [1, K, 10] x, y interleaved (:data:`mobilekit.config.LANDMARK_NAMES`)
+* ``num_detections`` [1] float32: how many rows are valid
+
+NMS convention: TensorFlow's NMS measures areas as ``x2 - x1`` (no +1 pixel), i.e. PyTorch's decode
+with ``nms_offset=0``; the reference RetinaFace NMS (``nms_offset=1``) can keep or drop a
+different box in rare near-threshold overlaps.
+
+TensorFlow runs in a child process (``python -m mobilekit.flutter.end_to_end JOB RESULT``), like
+the export: the caller never imports it and onnx2tf's exits become errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mobilekit.config import DeployConfig
+from mobilekit.errors import MobilekitError
+from mobilekit.priors import prior_boxes
+
+OUTPUT_NAMES = ("boxes", "scores", "landmarks", "num_detections")
+END_TO_END_PRECISIONS = ("fp32", "fp16")
+DEFAULT_MAX_DETECTIONS = 100
+OUTPUT_MEANINGS = {
+    "boxes": "[1, K, 4] face boxes x1, y1, x2, y2 in model-input pixels, best first; rows >= num_detections are zero",
+    "scores": "[1, K] face scores (0-1), descending; rows >= num_detections are zero",
+    "landmarks": "[1, K, 10] 5 landmarks x, y interleaved in model-input pixels (order: landmark_order)",
+    "num_detections": "[1] float32: number of valid rows (TF Object Detection API convention)",
+}
+
+
+class EndToEndError(MobilekitError):
+    """The end-to-end model could not be built."""
+
+
+def network_onnx(export_dir: str | Path, tflite_meta: dict, scratch: str | Path) -> Path:
+    """The ONNX graph the export converted to TFLite (``tflite.converted_from``): taken from the export
+    folder, or re-simplified from the plain ONNX there into ``scratch`` (onnx2tf needs the same graph)."""
+    from mobilekit.converters.onnx_export import simplify_onnx
+
+    export_dir = Path(export_dir)
+    converted_from = tflite_meta.get("tflite", {}).get("converted_from")
+    if converted_from and (export_dir / converted_from).is_file():
+        return export_dir / converted_from
+    from mobilekit.converters.metadata import artefact_stem
+
+    plain = export_dir / f"{artefact_stem(tflite_meta['model']['name'], tuple(tflite_meta['input_hw']))}.onnx"
+    if not plain.is_file():
+        raise EndToEndError(f"--end-to-end needs the exported ONNX ({plain.name}) in {export_dir}: export it with ONNX")
+    if converted_from and converted_from.endswith("_sim.onnx"):
+        simplified = Path(scratch) / converted_from
+        if simplify_onnx(plain, simplified)[0]:
+            return simplified
+    return plain
+
+
+def build_end_to_end(
+    onnx_path: str | Path,
+    deploy: DeployConfig,
+    input_hw: tuple[int, int],
+    target: str | Path,
+    sample: np.ndarray,
+    precision: str = "fp32",
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
+    score_threshold: float | None = None,
+    nms_iou: float | None = None,
+    timeout_s: float = 1800,
+) -> dict:
+    """Write the end-to-end TFLite of ``onnx_path`` to ``target``; returns what was baked in.
+
+    ``sample`` is one real image ``[1, H, W, 3]`` (raw RGB 0-255) that the converted network's
+    outputs are matched against ONNX Runtime's. Thresholds default to ``deploy``'s.
+    """
+    if deploy.decoder != "retinaface":
+        raise EndToEndError(f"--end-to-end supports decoder 'retinaface', not {deploy.decoder!r} of {deploy.name}")
+    if precision not in END_TO_END_PRECISIONS:
+        raise EndToEndError(f"--end-to-end supports precision {' or '.join(END_TO_END_PRECISIONS)}, not {precision!r}")
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise EndToEndError(f"ONNX file for the end-to-end model not found: {onnx_path}")
+    settings = {
+        "precision": precision,
+        "max_detections": int(max_detections),
+        "score_threshold": float(deploy.score_threshold if score_threshold is None else score_threshold),
+        "nms_iou": float(deploy.nms_iou if nms_iou is None else nms_iou),
+        "nms_offset": 0.0,
+        "variances": list(deploy.priors.variances),
+        "input_hw": list(input_hw),
+    }
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    with tempfile.TemporaryDirectory(prefix="mobilekit_e2e_") as work:
+        work_dir = Path(work)
+        np.save(work_dir / "priors.npy", prior_boxes(deploy.priors, input_hw))
+        np.save(work_dir / "sample.npy", np.ascontiguousarray(sample, dtype=np.float32))
+        job = {
+            **settings,
+            "onnx_path": str(onnx_path.resolve()),
+            "input_name": graph.input[0].name,
+            "work_dir": work,
+            "target": str(Path(target).resolve()),
+        }
+        (work_dir / "job.json").write_text(json.dumps(job))
+        result_path = work_dir / "result.json"
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "mobilekit.flutter.end_to_end", str(work_dir / "job.json"), str(result_path)],
+                cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            raise EndToEndError(f"end-to-end conversion of {onnx_path.name} took longer than {timeout_s:.0f} s") from None
+        result = json.loads(result_path.read_text()) if result_path.is_file() else None
+        if result is None or not result.get("ok"):
+            reason = (result or {}).get("error") or (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
+            raise EndToEndError(f"end-to-end conversion of {onnx_path.name} failed: {reason}")
+    return {**settings, "seconds": result["seconds"], "ops": result["ops"], "output_mapping": result["output_mapping"]}
+
+
+def measure_overhead(plain_tflite: str | Path, end_to_end_tflite: str | Path, image: np.ndarray, runs: int = 20, num_threads: int = 2) -> dict:
+    """Median latency (ms) of the plain and the end-to-end model on ``image`` [1, H, W, 3], and the
+    extra time decode + NMS add inside the graph. Runs alternate between the two models so that load
+    from other processes hits both alike. For benchmarks and reports; no thresholds."""
+    from mobilekit.converters.runtimes import TFLiteRuntime
+
+    runtimes = {"plain": TFLiteRuntime(plain_tflite, num_threads), "end_to_end": TFLiteRuntime(end_to_end_tflite, num_threads)}
+    times: dict[str, list[float]] = {name: [] for name in runtimes}
+    for runtime in runtimes.values():
+        runtime.run(image)
+    for _ in range(runs):
+        for name, runtime in runtimes.items():
+            start = time.perf_counter()
+            runtime.run(image)
+            times[name].append((time.perf_counter() - start) * 1000)
+    plain, e2e = float(np.median(times["plain"])), float(np.median(times["end_to_end"]))
+    return {"plain_ms": plain, "end_to_end_ms": e2e, "overhead_ms": e2e - plain, "runs": runs, "threads": num_threads}
+
+
+# -- child process ---------------------------------------------------------------------------------
+def _end_to_end_module(tf, network, priors: np.ndarray, job: dict):
+    """A ``tf.Module`` whose ``serve`` runs ``network`` then decode, threshold and NMS."""
+    height, width = job["input_hw"]
+    v0, v1 = job["variances"]
+    k = job["max_detections"]
+    input_name = job["input_name"]
+
+    class EndToEnd(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+            self.priors = tf.constant(priors)
+            self.box_scale = tf.constant([width, height] * 2, tf.float32)
+            self.points_scale = tf.constant([width, height] * 5, tf.float32)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name=input_name)])
+        def serve(self, images):
+            outputs = self.network.signatures["serving_default"](**{input_name: images})
+            loc, scores, pre = outputs["loc"][0], outputs["conf"][0, :, 1], outputs["landmarks"][0]
+            centers, sizes_p = self.priors[:, :2], self.priors[:, 2:]
+            # mobilekit.box_coder.decode_boxes / decode_landmarks, in TensorFlow
+            box_centers = centers + loc[:, :2] * v0 * sizes_p
+            box_sizes = sizes_p * tf.exp(loc[:, 2:] * v1)
+            top_left = box_centers - box_sizes / 2
+            boxes = tf.concat([top_left, top_left + box_sizes], axis=1) * self.box_scale
+            selected, selected_scores, count = tf.raw_ops.NonMaxSuppressionV5(
+                boxes=boxes, scores=scores, max_output_size=k, iou_threshold=job["nms_iou"],
+                score_threshold=job["score_threshold"], soft_nms_sigma=0.0, pad_to_max_output_size=True,
+            )
+            valid = tf.cast(tf.range(k) < count, tf.float32)
+            rows_pre = tf.gather(pre, selected)
+            rows_centers, rows_sizes = tf.gather(centers, selected), tf.gather(sizes_p, selected)
+            points = tf.concat([rows_centers + rows_pre[:, 2 * i : 2 * i + 2] * v0 * rows_sizes for i in range(5)], axis=1)
+            return {
+                "boxes": tf.identity((tf.gather(boxes, selected) * valid[:, None])[None], name="boxes"),
+                "scores": tf.identity((selected_scores * valid)[None], name="scores"),
+                "landmarks": tf.identity((points * self.points_scale * valid[:, None])[None], name="landmarks"),
+                "num_detections": tf.identity(tf.cast(tf.reshape(count, [1]), tf.float32), name="num_detections"),
+            }
+
+    return EndToEnd()
+
+
+def _run_job(job: dict) -> dict:
+    from mobilekit.converters import tflite_worker
+
+    work = Path(job["work_dir"])
+    sample = np.load(work / "sample.npy")
+    onnx2tf = tflite_worker._offline_onnx2tf(sample)
+    start = time.perf_counter()
+    try:
+        onnx2tf.convert(
+            input_onnx_file_path=job["onnx_path"],
+            output_folder_path=str(work / "onnx2tf"),
+            output_signaturedefs=True,
+            not_use_onnxsim=True,
+            verbosity="error",
+        )
+    except SystemExit as exc:
+        raise RuntimeError(f"onnx2tf stopped (exit {exc.code})") from None
+    reference = tflite_worker._onnx_reference(job["onnx_path"], job["input_name"], sample)
+    named = work / "named"
+    mapping = tflite_worker._named_saved_model(work / "onnx2tf", named, job["input_name"], list(sample.shape), reference, sample)
+
+    import tensorflow as tf
+
+    module = _end_to_end_module(tf, tf.saved_model.load(str(named)), np.load(work / "priors.npy"), job)
+    e2e_dir = work / "end_to_end"
+    tf.saved_model.save(module, str(e2e_dir), signatures={"serving_default": module.serve})
+    Path(job["target"]).write_bytes(tflite_worker._convert(e2e_dir, job["precision"], None, job["input_name"]))
+    io_spec = tflite_worker.signature_io(job["target"])
+    if sorted(io_spec["outputs"]) != sorted(OUTPUT_NAMES):
+        raise RuntimeError(f"end-to-end signature outputs {sorted(io_spec['outputs'])} != {sorted(OUTPUT_NAMES)}")
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops: dict[str, int] = {}
+    for op in Interpreter(model_path=job["target"])._get_ops_details():
+        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+    return {"seconds": time.perf_counter() - start, "ops": dict(sorted(ops.items())), "output_mapping": mapping}
+
+
+def main(job_path: str, result_path: str) -> int:
+    job = json.loads(Path(job_path).read_text())
+    try:
+        result = {"ok": True, **_run_job(job)}
+    except Exception as exc:  # reported to the parent as one line
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    Path(result_path).write_text(json.dumps(result, indent=1))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,394 @@
+"""``package_export``: an export folder -> a folder of Flutter assets a developer copies as is.
+
+Layout (see ``flutter_assets/README.md``)::
+
+    model.tflite          the chosen variant, with model_meta.json embedded ("mobilekit_meta")
+    model_meta.json       input/output contract, decoder settings, priors, parity, versions
+    anchors.json          priors in output-row order (or the YOLO grid description)
+    labels.txt            one class: face
+    pubspec_snippet.yaml  the assets block to paste into the app's pubspec.yaml
+    README.md             how to load and run it with tflite_flutter
+    golden/               input.png, raw outputs (npy by name), expected detections (json)
+    lib/                  the Dart decoder (mirror of mobilekit.flutter.reference_decoder)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mobilekit.config import LANDMARK_NAMES, DeployConfig
+from mobilekit.converters.metadata import find_artefacts, sha256_file, sidecar_path, tool_versions
+from mobilekit.converters.runtimes import TFLiteRuntime
+from mobilekit.errors import MobilekitError
+from mobilekit.flutter import end_to_end as e2e_graph
+from mobilekit.flutter import reference_decoder
+from mobilekit.flutter.readme_template import APP_README
+from mobilekit.flutter.tflite_metadata import METADATA_NAME, embed_metadata
+from mobilekit.image_io import list_images, read_image, resize_to_input
+from mobilekit.paths import PROJECT_ROOT, shared_dir
+from mobilekit.postprocess import Detections, PostprocessConfig
+
+SCHEMA_VERSION = "mobilekit.flutter/1"
+PRECISIONS = ("fp32", "fp16", "int8", "int8_full")
+DART_SOURCES = PROJECT_ROOT / "flutter_assets" / "dart"
+LABELS = ("face",)
+_POST = PostprocessConfig()
+
+
+class PackageError(MobilekitError):
+    """An export folder that cannot be packaged, with the file named."""
+
+
+# -- choosing the input ---------------------------------------------------------------------------
+def find_tflite(export_dir: Path, precision: str) -> tuple[Path, dict]:
+    """The exported TFLite of ``precision`` in ``export_dir`` and its sidecar (exactly one)."""
+    if precision not in PRECISIONS:
+        raise PackageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if not export_dir.is_dir():
+        raise PackageError(f"export folder not found: {export_dir}")
+    found = [(p, m) for p, m in find_artefacts(export_dir) if m["artefact"]["format"] == "tflite" and m["artefact"]["variant"] == precision]
+    if not found:
+        orphans = [p for p in sorted(export_dir.glob(f"*_{precision}.tflite")) if not sidecar_path(p).is_file()]
+        if orphans:
+            raise PackageError(f"{orphans[0]} has no metadata sidecar {sidecar_path(orphans[0]).name} (re-export it with mobilekit export)")
+        present = sorted(p.name for p in export_dir.glob("*.tflite")) or ["no .tflite files"]
+        raise PackageError(f"no TFLite {precision} model with a sidecar in {export_dir} (found: {', '.join(present)}); export it with mobilekit export")
+    if len(found) > 1:
+        raise PackageError(f"{export_dir} holds several TFLite {precision} models ({', '.join(p.name for p, _ in found)}): package from a folder with one")
+    return found[0]
+
+
+def default_golden_image() -> Path:
+    """A real photo from the shared images (the group photo when present)."""
+    folder = shared_dir() / "images"
+    images = list_images(folder) if folder.is_dir() else []
+    if not images:
+        raise PackageError(f"no golden image: {folder} has no photos; pass --golden-image PHOTO")
+    preferred = [p for p in images if p.name.startswith("group")]
+    return (preferred or images)[0]
+
+
+# -- metadata ---------------------------------------------------------------------------------------
+def decoder_settings(deploy: DeployConfig, input_hw: tuple[int, int], e2e: dict | None) -> dict:
+    """The ``decoder`` block of model_meta.json (what ``detect`` in Dart and NumPy reads)."""
+    if e2e is not None:
+        kind, nms_offset, max_det = "end_to_end", e2e["nms_offset"], e2e["max_detections"]
+        score, iou = e2e["score_threshold"], e2e["nms_iou"]
+    else:
+        kind, score, iou, max_det = deploy.decoder, deploy.score_threshold, deploy.nms_iou, _POST.max_detections
+        nms_offset = _POST.nms_offset if deploy.decoder == "retinaface" else 0.0
+    return {
+        "kind": kind,
+        "variances": list(deploy.priors.variances),
+        "score_threshold": score,
+        "nms_iou": iou,
+        "nms_offset": nms_offset,
+        "nms_note": "area = (x2 - x1 + nms_offset) * (y2 - y1 + nms_offset); suppress when IoU > nms_iou",
+        "pre_nms_top_k": _POST.pre_nms_top_k,
+        "max_detections": max_det,
+        "anchors_file": "anchors.json",
+        "input_hw": list(input_hw),
+    }
+
+
+def output_columns(name: str, deploy: DeployConfig) -> list[str]:
+    """The meaning of every column of an output's last axis."""
+    points = [f"{lm}_{axis}" for lm in LANDMARK_NAMES[: deploy.num_landmarks] for axis in ("x", "y")]
+    if name == "loc":
+        return ["dx", "dy", "dw", "dh"]
+    if name == "conf":
+        return ["background_prob", "face_prob"]
+    if name == "landmarks" and deploy.decoder == "retinaface":
+        return [f"{p}_offset" for p in points]
+    if name == "predictions":
+        return ["cx", "cy", "w", "h", "objectness", *points, "face_class_prob"]
+    if name == "boxes":
+        return ["x1", "y1", "x2", "y2"]
+    if name == "landmarks":
+        return points
+    return []
+
+
+def output_specs(runtime: TFLiteRuntime, deploy: DeployConfig, e2e: bool) -> list[dict]:
+    """Outputs of the ``serving_default`` signature with shapes, dtypes, interpreter index and meaning."""
+    from mobilekit.converters.metadata import OUTPUT_MEANINGS
+
+    tensor_index = {d["index"]: i for i, d in enumerate(runtime.interpreter.get_output_details())}
+    meanings = e2e_graph.OUTPUT_MEANINGS if e2e else OUTPUT_MEANINGS
+    specs = []
+    for name in runtime.output_names:
+        detail = runtime.output_details[name]
+        spec = {
+            "name": name,
+            "interpreter_output_index": tensor_index.get(detail["index"]),
+            "shape": [int(v) for v in detail["shape"]],
+            "dtype": np.dtype(detail["dtype"]).name,
+            "meaning": meanings.get(name, "decoded predictions per grid anchor, normalised 0-1 (cx, cy, w, h, landmarks)" if name == "predictions" else ""),
+            "columns": output_columns(name, deploy),
+        }
+        if spec["dtype"] not in ("float32", "int32"):
+            spec["quantization"] = {"scale": float(detail["quantization"][0]), "zero_point": int(detail["quantization"][1])}
+        specs.append(spec)
+    return specs
+
+
+def input_spec(runtime: TFLiteRuntime, deploy: DeployConfig) -> dict:
+    detail = runtime.input_details
+    spec = {
+        "name": runtime.input_name,
+        "shape": [int(v) for v in detail["shape"]],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "layout": "NHWC",
+        "channel_order": "RGB",
+        "value_range": [0, 255],
+        "normalization": "none: feed raw RGB pixel values, the graph normalises",
+        "resize": {"mode": deploy.resize, "pad_value": deploy.pad_value, "interpolation": "bilinear", "letterbox_alignment": "centered"},
+    }
+    if spec["dtype"] != "float32":
+        spec["quantization"] = {"scale": float(detail["quantization"][0]), "zero_point": int(detail["quantization"][1])}
+    return spec
+
+
+def anchors_document(deploy: DeployConfig, input_hw: tuple[int, int]) -> dict:
+    """``anchors.json``: RetinaFace priors in output-row order, or the YOLO grid/anchor description."""
+    height, width = input_hw
+    if deploy.decoder == "retinaface":
+        anchors = reference_decoder.generate_anchors(deploy.priors, input_hw)
+        return {
+            "layout": "cx,cy,w,h",
+            "normalized": True,
+            "input_size": [height, width],
+            "order": "level -> row -> column -> min_size (output-row order)",
+            "min_sizes": [list(s) for s in deploy.priors.min_sizes],
+            "steps": list(deploy.priors.steps),
+            "variances": list(deploy.priors.variances),
+            "clip": deploy.priors.clip,
+            "count": int(len(anchors)),
+            "anchors": [[float(v) for v in row] for row in anchors],
+        }
+    if deploy.decoder == "yolo":
+        if deploy.yolo_anchors is None:
+            raise PackageError(f"{deploy.name} uses decoder 'yolo' but its deployment config has no yolo_anchors")
+        from mobilekit.yolo_decode import level_sizes, num_predictions
+
+        return {
+            "layout": "yolo_grid",
+            "normalized": True,
+            "decoded_in_graph": True,
+            "note": "the 'predictions' output is already decoded (cx, cy, w, h normalised 0-1): no anchor math in the app",
+            "input_size": [height, width],
+            "order": "level -> row -> column -> anchor (output-row order)",
+            "strides": list(deploy.yolo_anchors.strides),
+            "anchors_wh_pixels": [[list(a) for a in level] for level in deploy.yolo_anchors.anchors],
+            "grid_sizes": [list(s) for s in level_sizes(deploy.yolo_anchors, input_hw)],
+            "count": num_predictions(deploy.yolo_anchors, input_hw),
+        }
+    raise PackageError(f"cannot describe anchors of decoder {deploy.decoder!r} ({deploy.name})")
+
+
+# -- parity -----------------------------------------------------------------------------------------
+def parity_from_export(export_dir: Path, artefact_name: str) -> dict | None:
+    """The entry for ``artefact_name`` in a ``mobilekit parity`` JSON report inside ``export_dir``."""
+    for path in sorted(export_dir.glob("*.json")):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(report, dict) or not isinstance(report.get("artefacts"), list):
+            continue
+        for entry in report["artefacts"]:
+            if entry.get("file") == artefact_name:
+                keep = ("precision", "passed", "criterion", "verdict", "tensors", "faces")
+                return {"source": path.name, "images": report.get("images"), **{k: entry.get(k) for k in keep}}
+    return None
+
+
+def quick_parity(meta: dict, deploy: DeployConfig, image: np.ndarray, outputs: dict, faces: Detections, e2e: bool) -> dict:
+    """PyTorch vs the packaged model on the golden image: tensors (plain model) and faces."""
+    from mobilekit.converters.model_source import build_source_model
+    from mobilekit.converters.parity import FACE_SCORE, match_faces, tensor_metrics
+    from mobilekit.converters.runtimes import TorchRuntime
+    from mobilekit.postprocess import decode_outputs
+
+    source = meta["model"]
+    weights = source.get("weights")
+    if weights is not None and not Path(weights).is_file():
+        return {"source": "not computed", "reason": f"weights {weights} recorded in the sidecar are not on this machine"}
+    model = build_source_model(source["name"], weights, None if weights else source.get("random_seed"))
+    reference = TorchRuntime(model).run(image[None])
+    input_hw = image.shape[:2]
+    post = PostprocessConfig(nms_offset=0.0) if e2e else _POST
+    ref_faces = decode_outputs(deploy, {k: v[0] for k, v in reference.items()}, input_hw, post).numpy()
+    result = {
+        "source": "golden image, computed at packaging",
+        "face_score": FACE_SCORE,
+        "faces": match_faces(ref_faces, faces),
+        "reference_decode": "mobilekit.postprocess.decode_outputs" + (" with nms_offset=0 (TF NMS convention)" if e2e else ""),
+    }
+    if not e2e:
+        result["tensors"] = {name: tensor_metrics(reference[name], outputs[name]) for name in reference}
+    return result
+
+
+# -- writing ----------------------------------------------------------------------------------------
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _readme(meta: dict) -> str:
+    inp, dec = meta["input"], meta["decoder"]
+    outputs = "\n".join(f"| `{o['name']}` | {o['interpreter_output_index']} | {o['shape']} | {o['dtype']} | {o['meaning']} |" for o in meta["outputs"])
+    return APP_README.format(
+        model=meta["model"]["name"],
+        variant=meta["model"]["variant"],
+        height=inp["shape"][1],
+        width=inp["shape"][2],
+        input_name=inp["name"],
+        input_dtype=inp["dtype"],
+        resize=inp["resize"]["mode"],
+        pad=inp["resize"]["pad_value"],
+        outputs=outputs,
+        kind=dec["kind"],
+        score=dec["score_threshold"],
+        iou=dec["nms_iou"],
+        landmarks=", ".join(meta["landmark_order"]),
+    )
+
+
+PUBSPEC_SNIPPET = """# Paste under the `flutter:` section of your app's pubspec.yaml (folder copied to {folder}/).
+dependencies:
+  tflite_flutter: ^0.11.0
+
+flutter:
+  assets:
+    - {folder}/model.tflite
+    - {folder}/model_meta.json
+    - {folder}/anchors.json
+    - {folder}/labels.txt
+"""
+
+
+def package_export(
+    export_dir: str | Path,
+    out_dir: str | Path,
+    precision: str = "fp32",
+    end_to_end: bool = False,
+    golden_image: str | Path | None = None,
+    max_detections: int = e2e_graph.DEFAULT_MAX_DETECTIONS,
+) -> Path:
+    """Package the ``precision`` TFLite of ``export_dir`` (or its end-to-end variant) into ``out_dir``.
+
+    The folder is written under a temporary name next to ``out_dir`` and renamed when complete; an
+    existing ``out_dir`` is replaced only then. Returns ``out_dir``.
+    """
+    export_dir, out_dir = Path(export_dir), Path(out_dir)
+    tflite_path, meta = find_tflite(export_dir, precision)
+    try:
+        deploy = DeployConfig.from_dict(meta["deploy"])
+        input_hw = (int(meta["input_hw"][0]), int(meta["input_hw"][1]))
+        model_meta = meta["model"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PackageError(f"{sidecar_path(tflite_path)} lacks or has an invalid field {exc}") from None
+    golden_path = Path(golden_image) if golden_image is not None else default_golden_image()
+    golden = resize_to_input(read_image(golden_path), input_hw, deploy.resize, deploy.pad_value)[0]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        e2e_info = None
+        source_model = tflite_path
+        if end_to_end:
+            source_model = staging / "end_to_end.tflite"
+            with tempfile.TemporaryDirectory(prefix="mobilekit_package_") as scratch:
+                onnx_path = e2e_graph.network_onnx(export_dir, meta, scratch)
+                e2e_info = e2e_graph.build_end_to_end(
+                    onnx_path, deploy, input_hw, source_model, golden[None].astype(np.float32), precision, max_detections
+                )
+        runtime = TFLiteRuntime(source_model)
+        outputs = runtime.run(golden[None])
+        decoder = decoder_settings(deploy, input_hw, e2e_info)
+        package_meta = {
+            "schema_version": SCHEMA_VERSION,
+            "model": {
+                "name": model_meta["name"],
+                "parameters": model_meta.get("parameters"),
+                "variant": precision,
+                "end_to_end": bool(end_to_end),
+                "file": "model.tflite",
+                "weights_sha256": model_meta.get("weights_sha256"),
+                "random_init": model_meta.get("random_init", False),
+            },
+            "input": input_spec(runtime, deploy),
+            "outputs": output_specs(runtime, deploy, bool(end_to_end)),
+            "decoder": decoder,
+            "priors": deploy.priors.to_dict() if deploy.decoder == "retinaface" else deploy.yolo_anchors.to_dict(),
+            "landmark_order": list(LANDMARK_NAMES[: deploy.num_landmarks]),
+            "labels": list(LABELS),
+            "export": {
+                "source_file": tflite_path.name,
+                "source_sha256": meta["artefact"].get("sha256"),
+                "end_to_end": e2e_info,
+                "exported_at": meta["artefact"].get("exported_at"),
+                "packaged_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+            "versions": {"export": meta.get("versions", {}), "package": tool_versions()},
+        }
+        settings = reference_decoder.DecoderSettings.from_meta(package_meta)
+        anchors_doc = anchors_document(deploy, input_hw)
+        anchors = reference_decoder.load_anchors(anchors_doc) if deploy.decoder == "retinaface" else None
+        faces = reference_decoder.detect(outputs, anchors, settings).numpy()
+        package_meta["parity"] = (None if end_to_end else parity_from_export(export_dir, tflite_path.name)) or quick_parity(
+            meta, deploy, golden, outputs, faces, bool(end_to_end)
+        )
+        package_meta["golden"] = {
+            "image": "golden/input.png",
+            "source_image": golden_path.name,
+            "outputs": {name: f"golden/outputs/{name}.npy" for name in outputs},
+            "detections": "golden/expected_detections.json",
+        }
+        # The embedded copy cannot hold the final file's own sha256; model_meta.json does.
+        embed_metadata(source_model, staging / "model.tflite", {**package_meta, "embedded_as": METADATA_NAME})
+        if source_model != tflite_path:
+            source_model.unlink()
+        package_meta["model"]["sha256"] = sha256_file(staging / "model.tflite")
+        _write_json(staging / "model_meta.json", package_meta)
+        _write_json(staging / "anchors.json", anchors_doc)
+        (staging / "labels.txt").write_text("\n".join(LABELS) + "\n")
+        (staging / "pubspec_snippet.yaml").write_text(PUBSPEC_SNIPPET.format(folder=f"assets/{out_dir.name}"))
+        (staging / "README.md").write_text(_readme(package_meta))
+        golden_dir = staging / "golden" / "outputs"
+        golden_dir.mkdir(parents=True)
+        cv2.imwrite(str(staging / "golden" / "input.png"), cv2.cvtColor(golden, cv2.COLOR_RGB2BGR))
+        for name, value in outputs.items():
+            np.save(golden_dir / f"{name}.npy", value)
+        _write_json(
+            staging / "golden" / "expected_detections.json",
+            {"image": "input.png", "coordinates": "model-input pixels", "decoder": decoder, "faces": faces.to_json()},
+        )
+        shutil.copytree(DART_SOURCES, staging / "lib")
+        os.chmod(staging, 0o755)
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace_dir(staging: Path, out_dir: Path) -> None:
+    """Rename ``staging`` to ``out_dir``; a previous ``out_dir`` is removed only after the swap."""
+    old = None
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise PackageError(f"output path {out_dir} exists and is not a folder")
+        old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

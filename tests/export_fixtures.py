@@ -1,0 +1,72 @@
+"""Session-scoped exports shared by test_export.py and test_parity.py: each model/precision converts ONCE.
+
+Loaded as a plugin from ``tests/conftest.py`` (``pytest_plugins``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+RETINAFACE = "retinaface_mnet025"
+RETINAFACE_WEIGHTS = "weights/retinaface_mnet025_widerface.pth"
+RANDOM_SIZE = 256
+
+
+@pytest.fixture(scope="session")
+def retinaface_export(shared: Path, tmp_path_factory) -> tuple[Path, list[Path]]:
+    """RetinaFace-MobileNet-0.25 with the real weights at 640x640: ONNX, simplified ONNX, TFLite fp32/fp16/int8/int8_full
+    (int8 calibrated on the shared photos). About a minute on 2 cores."""
+    from mobilekit.converters import build_source_model, export_model, source_metadata
+
+    weights = shared / RETINAFACE_WEIGHTS
+    out = tmp_path_factory.mktemp("retinaface_export")
+    model = build_source_model(RETINAFACE, weights)
+    paths = export_model(
+        model,
+        640,
+        out,
+        formats=("onnx", "onnx_sim", "fp32", "fp16", "int8", "int8_full"),
+        calib_images=shared / "images",
+        source=source_metadata(weights, None),
+    )
+    return out, paths
+
+
+@pytest.fixture(scope="session")
+def retinaface_parity(retinaface_export, shared: Path, tmp_path_factory) -> dict:
+    """``mobilekit parity`` (the CLI, in-process) on the RetinaFace export; the JSON report it wrote,
+    plus the paths of its Markdown/PNG files and its exit status."""
+    from mobilekit.cli import main
+
+    export_dir, _ = retinaface_export
+    out = tmp_path_factory.mktemp("retinaface_parity")
+    argv = ["parity", str(export_dir), "--images", str(shared / "images"), "--json", str(out / "parity.json"), "--report", str(out / "parity.md")]
+    try:
+        main(argv)
+        status = 0
+    except SystemExit as exc:
+        status = exc.code
+    report = json.loads((out / "parity.json").read_text())
+    return {"report": report, "status": status, "markdown": out / "parity.md", "png": out / "parity.png"}
+
+
+@pytest.fixture(scope="session")
+def random_export_factory(tmp_path_factory):
+    """``export(name)`` -> export dir of a randomly initialised (BN-randomised) model at 256x256:
+    ONNX, simplified ONNX and TFLite fp32; cached per model for the session."""
+    from mobilekit.converters import build_source_model, export_model, source_metadata
+
+    cache: dict[str, Path] = {}
+
+    def export(name: str) -> Path:
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"random_{name}")
+            model = build_source_model(name, None, random_seed=0)
+            export_model(model, RANDOM_SIZE, out, formats=("onnx", "onnx_sim", "fp32"), source=source_metadata(None, 0))
+            cache[name] = out
+        return cache[name]
+
+    return export

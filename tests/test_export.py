@@ -1,0 +1,272 @@
+"""mobilekit export: files, sidecars, graph checks, output names, atomic writes and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+
+from mobilekit.config import DeployConfig
+from mobilekit.converters import export_model, open_runtime, randomize_for_testing
+from mobilekit.converters.metadata import atomic_output, read_sidecar, sha256_file
+from mobilekit.converters.onnx_export import ExportError, fuse_conv_bn_pairs, module_path_from_node, prepare_deploy_module
+from mobilekit.converters.parity import load_inputs
+from mobilekit.converters.pipeline import resolve_formats
+from mobilekit.converters.tflite_export import _describe_failure
+from mobilekit.converters.tflite_worker import WorkerError, match_outputs_by_value
+from mobilekit.errors import MobilekitError
+from mobilekit.image_io import list_images
+from mobilekit.models import FaceDetector, create_model
+
+OUTPUT_NAMES = ["loc", "conf", "landmarks"]
+EXPECTED_FILES = [
+    "retinaface_mnet025_640.onnx",
+    "retinaface_mnet025_640_sim.onnx",
+    "retinaface_mnet025_640_fp32.tflite",
+    "retinaface_mnet025_640_fp16.tflite",
+    "retinaface_mnet025_640_int8.tflite",
+    "retinaface_mnet025_640_int8_full.tflite",
+]
+
+
+# -- the real RetinaFace export -------------------------------------------------------------------
+@pytest.mark.slow
+def test_export_writes_every_file_with_a_sidecar_and_nothing_partial(retinaface_export):
+    export_dir, paths = retinaface_export
+    assert [p.name for p in paths] == EXPECTED_FILES
+    for path in paths:
+        assert path.with_suffix(".json").is_file()
+    leftovers = [p.name for p in export_dir.iterdir() if p.name.startswith(".") or p.suffix == ".partial"]
+    assert leftovers == []
+
+
+@pytest.mark.slow
+def test_sidecars_describe_the_contract(retinaface_export):
+    _, paths = retinaface_export
+    deploy = create_model("retinaface_mnet025").deploy
+    for path in paths:
+        meta = read_sidecar(path)
+        assert meta["artefact"]["sha256"] == sha256_file(path)
+        assert meta["artefact"]["bytes"] == path.stat().st_size
+        assert meta["artefact"]["export_seconds"] > 0
+        assert meta["model"]["name"] == "retinaface_mnet025"
+        assert meta["model"]["parameters"] == 426_608
+        assert meta["model"]["random_init"] is False
+        assert meta["priors"] == deploy.priors.to_dict()
+        assert meta["deploy"] == json.loads(json.dumps(deploy.to_dict()))
+        assert {"torch", "onnx", "onnx2tf", "tensorflow"} <= set(meta["versions"])
+        spec = meta["input"]
+        assert (spec["channel_order"], spec["value_range"]) == ("RGB", [0, 255])
+        assert [o["name"] for o in meta["outputs"]] == OUTPUT_NAMES
+        assert [o["shape"][1:] for o in meta["outputs"]] == [[16800, 4], [16800, 2], [16800, 10]]
+        if path.suffix == ".onnx":
+            assert (spec["layout"], spec["shape"], spec["dtype"]) == ("NCHW", [1, 3, 640, 640], "float32")
+        else:
+            expected_dtype = "uint8" if meta["artefact"]["variant"] == "int8_full" else "float32"
+            assert (spec["layout"], spec["shape"], spec["dtype"]) == ("NHWC", [1, 640, 640, 3], expected_dtype)
+            analysis = meta["tflite"]["analysis"]
+            assert analysis["ops"].get("CONV_2D", 0) > 0
+            assert isinstance(analysis["gpu_delegate_compatible"], bool)
+            assert "GPU" in analysis["analyzer_report"] or "gpu" in analysis["analyzer_report"].lower()
+
+
+@pytest.mark.slow
+def test_onnx_files_pass_the_checker_with_batchnorm_folded(retinaface_export):
+    export_dir, _ = retinaface_export
+    for name in EXPECTED_FILES[:2]:
+        model = onnx.load(str(export_dir / name))
+        onnx.checker.check_model(model, full_check=True)
+        ops = {node.op_type for node in model.graph.node}
+        assert "BatchNormalization" not in ops
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+        assert [o.name for o in model.graph.output] == OUTPUT_NAMES
+        assert read_sidecar(export_dir / name)["onnx"]["batchnorm_nodes"] == []
+
+
+@pytest.mark.slow
+def test_tflite_outputs_are_read_by_name_and_match_onnx_by_name(retinaface_export, shared):
+    """Every TFLite file exposes loc/conf/landmarks through its signature; fp32 values equal ONNX's
+    output *of the same name* (the mapping is verified by value, not by position)."""
+    export_dir, _ = retinaface_export
+    deploy = create_model("retinaface_mnet025").deploy
+    image = load_inputs(list_images(shared / "images")[:1], deploy, (640, 640))
+    reference = open_runtime(export_dir / "retinaface_mnet025_640.onnx").run(image)
+    for name in EXPECTED_FILES[2:]:
+        runtime = open_runtime(export_dir / name, xnnpack=False)
+        assert sorted(runtime.output_names) == sorted(OUTPUT_NAMES)
+        outputs = runtime.run(image)
+        assert {k: v.shape for k, v in outputs.items()} == {k: v.shape for k, v in reference.items()}
+        assert all(v.dtype == np.float32 for v in outputs.values())
+    fp32 = open_runtime(export_dir / "retinaface_mnet025_640_fp32.tflite", xnnpack=False).run(image)
+    for key in OUTPUT_NAMES:
+        assert np.abs(fp32[key] - reference[key]).max() <= 1e-4, key
+    mapping = read_sidecar(export_dir / "retinaface_mnet025_640_fp32.tflite")["tflite"]["output_mapping"]
+    assert sorted(mapping) == sorted(OUTPUT_NAMES)
+    assert len({m["onnx2tf_output"] for m in mapping.values()}) == 3
+
+
+# -- every registered model, randomly initialised ------------------------------------------------
+MODELS = sorted(__import__("mobilekit.models", fromlist=["list_models"]).list_models())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_every_registered_model_exports_with_random_weights(name, random_export_factory):
+    export_dir = random_export_factory(name)
+    files = sorted(p.name for p in export_dir.glob(f"{name}_256*") if p.suffix != ".json")
+    assert files == [f"{name}_256.onnx", f"{name}_256_fp32.tflite", f"{name}_256_sim.onnx"]
+    meta = read_sidecar(export_dir / f"{name}_256_fp32.tflite")
+    assert meta["model"]["random_init"] is True and "RANDOMLY INITIALISED" in meta["model"]["warning"]
+    assert read_sidecar(export_dir / f"{name}_256.onnx")["onnx"]["batchnorm_nodes"] == []
+
+
+# -- pieces --------------------------------------------------------------------------------------
+def test_prepared_module_equals_the_original_model_on_randomised_weights():
+    torch.manual_seed(0)
+    model = randomize_for_testing(create_model("retinaface_mnet025"), seed=3)
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert bn.running_mean.abs().min() > 0 and not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
+    deploy_module = prepare_deploy_module(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deploy_module.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules()), "the original must stay untouched"
+    x = torch.rand(1, 3, 128, 160, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.no_grad():
+        expected = model.deploy_outputs(model(x))
+        got = deploy_module(x)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(b, a, atol=2e-4, rtol=1e-4)
+
+
+def test_randomize_for_testing_is_deterministic():
+    a = randomize_for_testing(create_model("retinaface_mnet025"), seed=5)
+    b = randomize_for_testing(create_model("retinaface_mnet025"), seed=5)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        if "running" in ka or "bn" in ka.lower():
+            assert torch.equal(va, vb), ka
+
+
+def test_fuse_conv_bn_pairs_counts_sequential_pairs():
+    block = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    randomize_for_testing(block, seed=1)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        expected = block(x)
+        assert fuse_conv_bn_pairs(block) == 2
+        torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_module_path_from_onnx_node_name():
+    assert module_path_from_node("/model/body/stage1/stage1.0/stage1.0.0/Conv") == "body.stage1.0.0"
+    assert module_path_from_node("/model/ssh1/conv3X3/conv3X3.0/Conv") == "ssh1.conv3X3.0"
+    assert module_path_from_node("/model/Sub") == ""
+
+
+def test_output_mapping_is_found_by_value_not_position():
+    rng = np.random.default_rng(0)
+    reference = {"loc": rng.normal(size=(1, 10, 4)), "conf": rng.uniform(size=(1, 10, 2)), "landmarks": rng.normal(size=(1, 10, 4))}
+    # onnx2tf-style names in a shuffled order; two outputs even share a shape.
+    candidates = {"output_0": reference["landmarks"] + 1e-6, "output_1": reference["loc"], "output_2": reference["conf"]}
+    mapping = match_outputs_by_value(reference, candidates)
+    assert {k: v[0] for k, v in mapping.items()} == {"loc": "output_1", "conf": "output_2", "landmarks": "output_0"}
+    with pytest.raises(WorkerError, match="do not reproduce"):
+        match_outputs_by_value(reference, {"output_0": reference["loc"] + 1, "output_1": reference["conf"], "output_2": reference["landmarks"]})
+
+
+def test_converter_failure_names_the_onnx_node_and_module():
+    log = "ERROR: The trace log is below.\nERROR: onnx_op_name: /model/ssh1/conv3X3/conv3X3.0/Conv\nValueError: boom\n"
+    message = _describe_failure(None, log, "m.onnx")
+    assert "/model/ssh1/conv3X3/conv3X3.0/Conv" in message and "ssh1.conv3X3.0" in message
+    message = _describe_failure({"ok": False, "error": "onnx2tf has no converter for ONNX op Foo", "node": "/model/head/Foo", "op_type": "Foo"}, "", "m.onnx")
+    assert "op Foo" in message and "'head'" in message
+
+
+def test_atomic_output_leaves_no_file_when_interrupted(tmp_path):
+    target = tmp_path / "model.onnx"
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"half a model")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resolve_formats():
+    assert resolve_formats() == ("onnx", "onnx_sim", "fp32", "fp16")
+    assert resolve_formats(onnx=True) == ("onnx",)
+    assert resolve_formats(tflite=True) == ("onnx", "onnx_sim", "fp32", "fp16")
+    assert resolve_formats(int8=True) == ("onnx", "onnx_sim", "fp32", "fp16", "int8", "int8_full")
+
+
+class _Unexportable(FaceDetector):
+    """A detector whose head uses an op the ONNX exporter does not know (aten::digamma)."""
+
+    def __init__(self) -> None:
+        super().__init__(DeployConfig(name="unexportable"))
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = _Digamma()
+
+    def first_conv(self) -> nn.Conv2d:
+        return self.stem
+
+    def forward_normalized(self, x):
+        y = self.head(self.stem(x)).flatten(2).transpose(1, 2)
+        return y[..., :4], y[..., :2], torch.cat([y, y, y[..., :2]], -1)
+
+
+class _Digamma(nn.Module):
+    def forward(self, x):
+        return torch.digamma(x.abs() + 1)
+
+
+def test_unexportable_op_is_named_with_its_module(tmp_path):
+    with pytest.raises(ExportError, match=r"aten::digamma.*'head'"):
+        export_model(_Unexportable().eval(), 64, tmp_path, formats=("onnx",))
+    assert not any(p.suffix in (".onnx", ".json") for p in tmp_path.iterdir())
+
+
+# -- CLI: bad input fails clearly (exit 2, one line) ----------------------------------------------
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from mobilekit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code, capsys.readouterr().err
+
+
+def test_cli_rejects_bad_inputs(tmp_path, capsys, shared):
+    weights = str(shared / "weights/retinaface_mnet025_widerface.pth")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    cases = {
+        "multiples of 32": ["export", "retinaface_mnet025", "--weights", weights, "--imgsz", "600", "--onnx", "--out", str(tmp_path / "o")],
+        "calibration folder not found": ["export", "retinaface_mnet025", "--weights", weights, "--int8", "--calib-images", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
+        "contains no images": ["export", "retinaface_mnet025", "--weights", weights, "--int8", "--calib-images", str(empty), "--out", str(tmp_path / "o")],
+        "needs --calib-images": ["export", "retinaface_mnet025", "--weights", weights, "--int8", "--out", str(tmp_path / "o")],
+        "not writable": ["export", "retinaface_mnet025", "--weights", weights, "--onnx", "--out", str(a_file / "sub")],
+        "--random-init": ["export", "retinaface_mnet025", "--onnx", "--out", str(tmp_path / "o")],
+        "unknown model": ["export", "no_such_model", "--random-init", "--out", str(tmp_path / "o")],
+        "weights file not found": ["export", "retinaface_mnet025", "--weights", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o")],
+        "opset": ["export", "retinaface_mnet025", "--weights", weights, "--onnx", "--opset", "13", "--out", str(tmp_path / "o")],
+    }
+    for expected, argv in cases.items():
+        code, err = _cli(argv, capsys)
+        assert code == 2, (expected, err)
+        assert expected in err, (expected, err)
+        assert "Traceback" not in err
+    assert not list((tmp_path / "o").glob("*.onnx")) if (tmp_path / "o").exists() else True
+
+
+def test_cli_export_random_init_onnx_only(tmp_path, capsys):
+    from mobilekit.cli import main
+
+    main(["export", "retinaface_mnet025", "--random-init", "--seed", "2", "--imgsz", "96,128", "--onnx", "--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["retinaface_mnet025_96x128.json", "retinaface_mnet025_96x128.onnx"]
+    meta = read_sidecar(tmp_path / "retinaface_mnet025_96x128.onnx")
+    assert meta["model"]["random_init"] is True and meta["model"]["random_seed"] == 2
+    assert meta["input"]["shape"] == [1, 3, 96, 128]

@@ -1,0 +1,280 @@
+"""mobilekit package: the Flutter folder alone (model.tflite + anchors.json + model_meta.json), decoded
+with the NumPy mirror of the Dart decoder, reproduces PyTorch's faces on real photos."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mobilekit.box_coder import box_iou
+from mobilekit.config import LANDMARK_NAMES
+from mobilekit.converters.metadata import sha256_file
+from mobilekit.converters.runtimes import TFLiteRuntime
+from mobilekit.errors import MobilekitError
+from mobilekit.flutter import reference_decoder as ref
+from mobilekit.flutter.package import anchors_document, package_export
+from mobilekit.flutter.tflite_metadata import embed_metadata, read_embedded_metadata
+from mobilekit.image_io import read_image, resize_to_input, to_nchw
+from mobilekit.inference import load_model, run_model
+from mobilekit.models import create_model
+from mobilekit.postprocess import Detections, decode_outputs
+from mobilekit.priors import prior_boxes
+
+FACE_SCORE = 0.5
+
+
+@pytest.fixture(scope="module")
+def packages(retinaface_export, tmp_path_factory) -> dict[str, Path]:
+    export_dir, _ = retinaface_export
+    out = tmp_path_factory.mktemp("flutter_packages")
+    return {p: package_export(export_dir, out / f"retinaface_{p}", p) for p in ("fp32", "fp16")}
+
+
+@pytest.fixture(scope="module")
+def torch_model(shared):
+    return load_model("retinaface_mnet025", shared / "weights/retinaface_mnet025_widerface.pth")
+
+
+def load_package(folder: Path):
+    """What an app loads: only the packaged folder."""
+    meta = json.loads((folder / "model_meta.json").read_text())
+    anchors = ref.load_anchors(json.loads((folder / "anchors.json").read_text()))
+    return meta, anchors, ref.DecoderSettings.from_meta(meta), TFLiteRuntime(folder / "model.tflite")
+
+
+def pytorch_faces(model, image: np.ndarray) -> Detections:
+    outputs = run_model(model, to_nchw(image))
+    return decode_outputs(model.deploy, {k: v[0] for k, v in outputs.items()}, image.shape[:2]).numpy()
+
+
+def assert_faces_match(reference: Detections, test: Detections, min_iou: float, max_score_diff: float) -> int:
+    """Every reference face with score >= 0.5 has a test face at IoU >= min_iou with a close score."""
+    strong = np.flatnonzero(reference.scores >= FACE_SCORE)
+    assert len(test) > 0 or len(strong) == 0
+    iou = box_iou(reference.boxes.astype(np.float64), test.boxes.astype(np.float64))
+    for r in strong:
+        t = int(np.argmax(iou[r]))
+        assert iou[r, t] >= min_iou, f"face {reference.boxes[r]} (score {reference.scores[r]:.4f}) best IoU {iou[r, t]:.4f}"
+        assert abs(float(reference.scores[r]) - float(test.scores[t])) <= max_score_diff
+    return len(strong)
+
+
+@pytest.mark.slow
+def test_packaged_folder_alone_reproduces_pytorch_on_real_photos(packages, torch_model, shared_images):
+    meta, anchors, settings, runtime = load_package(packages["fp32"])
+    height, width = meta["input"]["shape"][1:3]
+    resize = meta["input"]["resize"]
+    checked = 0
+    for path in shared_images[:3]:
+        image = resize_to_input(read_image(path), (height, width), resize["mode"], resize["pad_value"])[0]
+        faces = ref.detect(runtime.run(image[None]), anchors, settings).numpy()
+        checked += assert_faces_match(pytorch_faces(torch_model, image), faces, min_iou=0.9, max_score_diff=1e-3)
+    assert checked >= 5  # real faces were compared, not an empty set
+
+
+@pytest.mark.slow
+def test_fp16_package_keeps_the_faces(packages, torch_model):
+    folder = packages["fp16"]
+    meta, anchors, settings, runtime = load_package(folder)
+    image = read_image(folder / "golden" / "input.png")
+    faces = ref.detect(runtime.run(image[None]), anchors, settings).numpy()
+    assert assert_faces_match(pytorch_faces(torch_model, image), faces, min_iou=0.9, max_score_diff=2e-2) > 0
+    assert meta["model"]["variant"] == "fp16"
+
+
+@pytest.mark.slow
+def test_golden_files_are_what_the_packaged_model_and_decoder_give(packages):
+    folder = packages["fp32"]
+    meta, anchors, settings, runtime = load_package(folder)
+    image = read_image(folder / "golden" / "input.png")
+    assert image.shape == (*meta["input"]["shape"][1:3], 3)
+    outputs = runtime.run(image[None])
+    golden = {name: np.load(folder / rel) for name, rel in meta["golden"]["outputs"].items()}
+    assert sorted(golden) == ["conf", "landmarks", "loc"]
+    for name, value in golden.items():
+        np.testing.assert_array_equal(value, outputs[name])
+    expected = json.loads((folder / "golden" / "expected_detections.json").read_text())
+    assert expected["faces"] == ref.detect(golden, anchors, settings).to_json()
+    assert len(expected["faces"]) >= 3 and min(f["score"] for f in expected["faces"]) > settings.score_threshold
+
+
+@pytest.mark.slow
+def test_reference_decoder_equals_the_one_postprocess(packages):
+    """The mirror's decode + nms is the library's decode path, bit for bit."""
+    folder = packages["fp32"]
+    meta, anchors, settings, _ = load_package(folder)
+    golden = {name: np.load(folder / rel)[0] for name, rel in meta["golden"]["outputs"].items()}
+    deploy = create_model("retinaface_mnet025").deploy
+    lowered = dataclasses.replace(settings, score_threshold=0.02)
+    mirror = ref.detect(golden, anchors, lowered)
+    library = decode_outputs(deploy, golden, settings.input_hw, ref.postprocess_config(lowered))
+    assert len(mirror) > 10
+    for a, b in zip((mirror.boxes, mirror.scores, mirror.landmarks), (library.boxes, library.scores, library.landmarks)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_letterbox_transform_and_undo_mirror_resize_to_input():
+    image = np.zeros((481, 723, 3), dtype=np.uint8)
+    _, expected = resize_to_input(image, (640, 640), "letterbox", 114)
+    transform = ref.letterbox_transform((481, 723), (640, 640))
+    assert transform == expected
+    faces = Detections(np.array([[10.0, 100.0, 50.0, 160.0]], np.float32), np.array([0.9], np.float32), np.full((1, 10), 120.0, np.float32))
+    back = ref.undo_letterbox(faces, transform)
+    np.testing.assert_allclose(back.boxes[0, [0, 2]] * transform.scale_x + transform.pad_x, [10.0, 50.0], atol=1e-4)
+    np.testing.assert_allclose(back.boxes[0, [1, 3]] * transform.scale_y + transform.pad_y, [100.0, 160.0], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_anchors_json_holds_the_priors_in_output_row_order(packages):
+    folder = packages["fp32"]
+    doc = json.loads((folder / "anchors.json").read_text())
+    meta = json.loads((folder / "model_meta.json").read_text())
+    deploy = create_model("retinaface_mnet025").deploy
+    priors = prior_boxes(deploy.priors, (640, 640))
+    assert doc["layout"] == "cx,cy,w,h" and doc["normalized"] is True and doc["input_size"] == [640, 640]
+    assert doc["min_sizes"] == [[16, 32], [64, 128], [256, 512]] and doc["steps"] == [8, 16, 32] and doc["variances"] == [0.1, 0.2]
+    np.testing.assert_array_equal(ref.load_anchors(doc), priors)
+    np.testing.assert_array_equal(ref.generate_anchors(deploy.priors, (640, 640)), priors)
+    rows = {o["name"]: o["shape"][1] for o in meta["outputs"]}
+    assert rows == {"loc": len(priors), "conf": len(priors), "landmarks": len(priors)}
+
+
+def test_yolo_models_get_a_grid_anchor_description():
+    from mobilekit.yolo_decode import num_predictions
+
+    deploy = create_model("adyolov5_face").deploy
+    doc = anchors_document(deploy, (640, 640))
+    assert doc["layout"] == "yolo_grid" and doc["decoded_in_graph"] is True
+    assert doc["strides"] == list(deploy.yolo_anchors.strides)
+    assert doc["count"] == num_predictions(deploy.yolo_anchors, (640, 640))
+    assert [list(s) for s in doc["grid_sizes"]] == [[640 // s, 640 // s] for s in deploy.yolo_anchors.strides]
+
+
+@pytest.mark.slow
+def test_yolo_export_packages_with_its_grid_and_in_graph_decode(random_export_factory, tmp_path):
+    from mobilekit.yolo_decode import num_predictions
+
+    folder = package_export(random_export_factory("adyolov5_face"), tmp_path / "yolo")
+    meta = json.loads((folder / "model_meta.json").read_text())
+    deploy = create_model("adyolov5_face").deploy
+    doc = json.loads((folder / "anchors.json").read_text())
+    assert doc["layout"] == "yolo_grid" and doc["count"] == num_predictions(deploy.yolo_anchors, (256, 256))
+    assert meta["decoder"]["kind"] == "yolo" and meta["decoder"]["nms_offset"] == 0.0
+    assert meta["input"]["resize"] == {**meta["input"]["resize"], "mode": "letterbox", "pad_value": 114.0}
+    golden = {name: np.load(folder / rel) for name, rel in meta["golden"]["outputs"].items()}
+    assert list(golden) == ["predictions"] and golden["predictions"].shape == (1, doc["count"], 16)
+    settings = dataclasses.replace(ref.DecoderSettings.from_meta(meta), score_threshold=0.02)
+    mirror = ref.detect(golden, None, settings)
+    library = decode_outputs(deploy, {"predictions": golden["predictions"][0]}, (256, 256), ref.postprocess_config(settings))
+    np.testing.assert_array_equal(mirror.boxes, library.boxes)
+    assert meta["parity"]["faces"]["missed"] == 0
+    with pytest.raises(MobilekitError, match="retinaface"):
+        package_export(random_export_factory("adyolov5_face"), tmp_path / "yolo_e2e", end_to_end=True)
+
+
+@pytest.mark.slow
+def test_model_meta_describes_the_contract(packages, retinaface_export):
+    folder = packages["fp32"]
+    meta = json.loads((folder / "model_meta.json").read_text())
+    assert meta["schema_version"] == "mobilekit.flutter/1"
+    assert meta["model"]["name"] == "retinaface_mnet025" and meta["model"]["parameters"] == 426_608
+    assert meta["model"]["sha256"] == sha256_file(folder / "model.tflite")
+    assert meta["input"]["shape"] == [1, 640, 640, 3] and meta["input"]["dtype"] == "float32"
+    assert meta["input"]["channel_order"] == "RGB" and meta["input"]["value_range"] == [0, 255]
+    assert meta["input"]["resize"]["mode"] == "stretch"
+    assert meta["landmark_order"] == list(LANDMARK_NAMES)
+    assert meta["decoder"]["score_threshold"] == 0.5 and meta["decoder"]["nms_iou"] == 0.4
+    columns = {o["name"]: o["columns"] for o in meta["outputs"]}
+    assert columns["loc"] == ["dx", "dy", "dw", "dh"] and columns["conf"] == ["background_prob", "face_prob"]
+    assert columns["landmarks"][:2] == ["left_eye_x_offset", "left_eye_y_offset"]
+    indices = sorted(o["interpreter_output_index"] for o in meta["outputs"])
+    assert indices == [0, 1, 2]
+    faces = meta["parity"]["faces"]
+    assert faces["faces"] > 0 and faces["missed"] == 0 and max(m["max_abs"] for m in meta["parity"]["tensors"].values()) < 1e-3
+    assert meta["versions"]["export"]["onnx2tf"] and meta["versions"]["package"]["ai-edge-litert"]
+    assert (folder / "labels.txt").read_text().split() == ["face"]
+    snippet = (folder / "pubspec_snippet.yaml").read_text()
+    assert "model.tflite" in snippet and "anchors.json" in snippet and "tflite_flutter" in snippet
+    assert "Interpreter.fromAsset" in (folder / "README.md").read_text()
+    assert (folder / "lib" / "face_decoder.dart").read_text().count("List<Face> nms(") == 1
+    export_dir, _ = retinaface_export
+    assert not [p for p in export_dir.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_metadata_is_embedded_and_the_model_still_runs_identically(packages, retinaface_export):
+    folder = packages["fp32"]
+    meta = json.loads((folder / "model_meta.json").read_text())
+    embedded = read_embedded_metadata(folder / "model.tflite")
+    assert embedded["embedded_as"] == "mobilekit_meta"
+    assert embedded["decoder"] == meta["decoder"] and embedded["outputs"] == meta["outputs"] and embedded["input"] == meta["input"]
+    export_dir, _ = retinaface_export
+    original = TFLiteRuntime(export_dir / "retinaface_mnet025_640_fp32.tflite")
+    packaged = TFLiteRuntime(folder / "model.tflite")
+    image = read_image(folder / "golden" / "input.png")[None]
+    a, b = original.run(image), packaged.run(image)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+@pytest.mark.slow
+def test_embedding_twice_replaces_the_entry(packages, tmp_path):
+    target = embed_metadata(packages["fp32"] / "model.tflite", tmp_path / "again.tflite", {"version": 2})
+    assert read_embedded_metadata(target) == {"version": 2}
+    assert target.stat().st_size < (packages["fp32"] / "model.tflite").stat().st_size
+
+
+def test_reading_metadata_from_files_without_it_names_the_file(tmp_path):
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"not a model at all")
+    with pytest.raises(MobilekitError, match="junk.tflite"):
+        read_embedded_metadata(junk)
+    with pytest.raises(MobilekitError, match="missing.tflite"):
+        read_embedded_metadata(tmp_path / "missing.tflite")
+
+
+@pytest.mark.slow
+def test_bad_export_folders_are_clear_errors(retinaface_export, tmp_path):
+    export_dir, _ = retinaface_export
+    with pytest.raises(MobilekitError, match="not found"):
+        package_export(tmp_path / "nope", tmp_path / "out")
+    with pytest.raises(MobilekitError, match="unknown precision"):
+        package_export(export_dir, tmp_path / "out", "fp8")
+    orphan_dir = tmp_path / "orphan"
+    orphan_dir.mkdir()
+    shutil.copy(export_dir / "retinaface_mnet025_640_fp32.tflite", orphan_dir)
+    with pytest.raises(MobilekitError, match=r"retinaface_mnet025_640_fp32\.tflite has no metadata sidecar"):
+        package_export(orphan_dir, tmp_path / "out")
+    with pytest.raises(MobilekitError, match="no TFLite fp16"):
+        package_export(orphan_dir, tmp_path / "out", "fp16")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_package_leaves_the_previous_folder_untouched(retinaface_export, tmp_path):
+    export_dir, _ = retinaface_export
+    out = tmp_path / "pkg"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous package")
+    with pytest.raises(MobilekitError, match="missing.jpg"):
+        package_export(export_dir, out, golden_image=tmp_path / "missing.jpg")
+    assert (out / "keep.txt").read_text() == "previous package"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+@pytest.mark.slow
+def test_cli_packages_and_reports_user_errors(retinaface_export, tmp_path, capsys):
+    from mobilekit.cli import main
+
+    export_dir, _ = retinaface_export
+    with pytest.raises(SystemExit) as exc:
+        main(["package", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and "export folder not found" in capsys.readouterr().err
+    main(["package", str(export_dir), "--out", str(tmp_path / "out"), "--precision", "int8"])
+    meta = json.loads((tmp_path / "out" / "model_meta.json").read_text())
+    assert meta["model"]["variant"] == "int8" and read_embedded_metadata(tmp_path / "out" / "model.tflite")["model"]["variant"] == "int8"
