@@ -29,6 +29,7 @@ class Case:
     provider: str = "cpu"  # requested: cpu | cuda | tensorrt | xnnpack | builtin
     precision: str = "fp32"
     random_seed: int | None = None
+    unavailable: str | None = None  # known before measuring, e.g. the on-the-fly ONNX export failed
 
     @property
     def label(self) -> str:
@@ -167,9 +168,9 @@ def plan_cases(
     for target in targets:
         path = Path(target)
         if path.is_dir() or path.suffix in (".onnx", ".tflite"):
-            artefacts = find_exports(path) if path.is_dir() else [a for a in find_exports(path.parent) if a.path.resolve() == path.resolve()]
             if not path.exists():
                 raise MobilekitError(f"export file not found: {path}")
+            artefacts = find_exports(path) if path.is_dir() else [a for a in find_exports(path.parent) if a.path.resolve() == path.resolve()]
             if not artefacts:
                 raise MobilekitError(f"no mobilekit exports (.onnx/.tflite with a sidecar or named MODEL_SIZE[_variant]) in {path}")
             models = dict.fromkeys((a.model, a.weights if weights is None else weights, a.random_seed) for a in artefacts)
@@ -184,7 +185,11 @@ def plan_cases(
             cases += _torch_cases(target, weights, None if weights else 0, model_sizes, threads, device, backends)
             if onnx_dir is not None and "onnxruntime" in backends:
                 for size in model_sizes:
-                    onnx_path = export_onnx_on_the_fly(target, weights, size, onnx_dir)
+                    try:
+                        onnx_path = export_onnx_on_the_fly(target, weights, size, onnx_dir)
+                    except MobilekitError as exc:
+                        cases.append(Case(target, "onnxruntime", "onnx", None, size, threads[0], device, unavailable=f"on-the-fly ONNX export failed: {exc}"))
+                        continue
                     artefact = Artefact(onnx_path, target, "onnx", size, weights, None)
                     cases += _file_cases(artefact, [size], threads, device, backends)
         else:

@@ -57,7 +57,9 @@ def measure_case(case: Case, timing: TimingConfig, image: np.ndarray, post: Post
     import torch
 
     row = {**case.to_dict(), "status": "ok", "reason": None, "file_bytes": _file_bytes(case)}
-    previous_threads = torch.get_num_threads()
+    if case.unavailable is not None:
+        return {**row, "status": "unavailable", "reason": case.unavailable}
+    previous_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(case.threads)
     cv2.setNumThreads(case.threads)
     try:
@@ -85,7 +87,8 @@ def measure_case(case: Case, timing: TimingConfig, image: np.ndarray, post: Post
     except BackendUnavailable as exc:
         row.update(status="unavailable", reason=str(exc))
     finally:
-        torch.set_num_threads(previous_threads)
+        torch.set_num_threads(previous_threads[0])
+        cv2.setNumThreads(previous_threads[1])
     return row
 
 
@@ -96,6 +99,8 @@ def _rss_mb() -> float:
 
 def measure_isolated(case: Case, timing: TimingConfig, image_path: Path, post: PostprocessConfig, timeout_s: float = 1800) -> dict:
     """Row for ``case`` measured in a fresh ``python`` process (adds ``memory``)."""
+    if case.unavailable is not None:
+        return {**case.to_dict(), "status": "unavailable", "reason": case.unavailable, "file_bytes": None}
     job = {"case": case.to_dict(), "timing": asdict(timing), "image": str(image_path), "post": asdict(post)}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **{k: str(case.threads) for k in THREAD_ENV})
     try:

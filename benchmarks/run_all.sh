@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXPORT_DIR=${EXPORT_DIR:-build/benchmark_exports}
+EXPORT_DIR=$(realpath -m "${EXPORT_DIR:-build/benchmark_exports}")
 RESULTS=${RESULTS:-benchmarks/results}
 THREADS=${THREADS:-1,2}
 RUNS=${RUNS:-100}

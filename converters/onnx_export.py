@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import re
 import warnings
 from collections import Counter
@@ -165,6 +167,10 @@ def check_onnx(path: str | Path) -> dict:
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
         "ops": dict(sorted(ops.items())),
         "batchnorm_nodes": [module_path_from_node(n.name) for n in model.graph.node if n.op_type == "BatchNormalization"],
+        "outputs": {
+            out.name: [d.dim_value if d.HasField("dim_value") else d.dim_param for d in out.type.tensor_type.shape.dim]
+            for out in model.graph.output
+        },
     }
 
 
@@ -175,7 +181,8 @@ def simplify_onnx(source: str | Path, target: str | Path) -> tuple[bool, str]:
 
     try:
         model = onnx.load(str(source))
-        simplified, check_ok = onnxsim.simplify(model, check_n=2)
+        with contextlib.redirect_stdout(io.StringIO()):  # onnxsim prints its check progress
+            simplified, check_ok = onnxsim.simplify(model, check_n=2)
     except Exception as exc:  # onnxsim raises many types; the unsimplified graph stays usable
         return False, f"onnxsim could not simplify the graph ({type(exc).__name__}: {str(exc).strip()[:300]}); using the unsimplified ONNX"
     if not check_ok:

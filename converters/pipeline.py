@@ -167,7 +167,7 @@ def _common_metadata(model: FaceDetector, input_hw, source: dict, calibration: n
     }
 
 
-def _input_spec(fmt: str, variant: str, input_hw, extra: dict, deploy) -> dict:
+def _input_spec(fmt: str, input_hw, extra: dict, deploy) -> dict:
     height, width = input_hw
     dynamic = extra.get("dynamic_hw", False)
     if fmt == "onnx":
@@ -191,15 +191,13 @@ def _input_spec(fmt: str, variant: str, input_hw, extra: dict, deploy) -> dict:
     return spec
 
 
-def _output_specs(fmt: str, extra: dict, deploy, input_hw) -> list[dict]:
-    from mobilekit.priors import prior_boxes
-
-    num_priors = len(prior_boxes(deploy.priors, input_hw))
-    widths = {"loc": 4, "conf": 2, "landmarks": 2 * deploy.num_landmarks}
+def _output_specs(fmt: str, extra: dict, deploy) -> list[dict]:
     specs = []
     for name in deploy.output_names:
-        spec = {"name": name, "shape": [1, "priors" if extra.get("dynamic_hw") else num_priors, widths.get(name)], "dtype": "float32", "meaning": OUTPUT_MEANINGS.get(name, "")}
-        if fmt == "tflite":
+        spec = {"name": name, "meaning": OUTPUT_MEANINGS.get(name, "")}
+        if fmt == "onnx":
+            spec.update(shape=extra["onnx"]["outputs"][name], dtype="float32")
+        else:
             io = extra["tflite"]["io"]["outputs"][name]
             spec.update(shape=io["shape"], dtype=io["dtype"])
             if io["dtype"] != "float32":
@@ -222,8 +220,8 @@ def _finish(path: Path, deploy, common: dict, fmt: str, variant: str, seconds: f
             "export_seconds": round(seconds, 3),
             "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
-        "input": _input_spec(fmt, variant, input_hw, extra, deploy),
-        "outputs": _output_specs(fmt, extra, deploy, input_hw),
+        "input": _input_spec(fmt, input_hw, extra, deploy),
+        "outputs": _output_specs(fmt, extra, deploy),
         **{k: v for k, v in common.items() if k != "notes"},
         **extra,
         "notes": list(common["notes"]),

@@ -127,7 +127,7 @@ def yolo_detections(predictions, input_hw: tuple[int, int], cfg: PostprocessConf
     """One image's decoded ``predictions`` [N, 16] -> faces in model-input pixels.
 
     Score = obj * cls; score threshold, top-k and ``max_detections`` from ``cfg``; NMS with
-    ``cfg.nms_iou`` and YOLO's area convention (offset 0).
+    ``cfg.nms_iou`` and YOLO's area convention (offset 0; ``cfg.nms_offset`` is RetinaFace's).
     """
     is_torch = isinstance(predictions, torch.Tensor)
     height, width = input_hw
@@ -137,18 +137,16 @@ def yolo_detections(predictions, input_hw: tuple[int, int], cfg: PostprocessConf
     order = torch.sort(scores, descending=True, stable=True).indices if is_torch else np.argsort(-scores, kind="stable")
     order = order[: cfg.pre_nms_top_k]
     predictions, scores = predictions[order], scores[order]
-    n_points = (LANDMARK_SLICE.stop - LANDMARK_SLICE.start) // 2
+    centers, sizes = predictions[:, 0:2], predictions[:, 2:4]
+    corners = [centers - sizes / 2, centers + sizes / 2]
+    scale = [width, height] * ((LANDMARK_SLICE.stop - LANDMARK_SLICE.start) // 2)
     if is_torch:
-        box_scale = torch.tensor([width, height] * 2, dtype=predictions.dtype, device=predictions.device)
-        lm_scale = torch.tensor([width, height] * n_points, dtype=predictions.dtype, device=predictions.device)
-        centers, sizes = predictions[:, 0:2], predictions[:, 2:4]
-        boxes = torch.cat([centers - sizes / 2, centers + sizes / 2], dim=1) * box_scale
+        scale = torch.tensor(scale, dtype=predictions.dtype, device=predictions.device)
+        boxes = torch.cat(corners, dim=1) * scale[:4]
     else:
-        box_scale = np.array([width, height] * 2, dtype=predictions.dtype)
-        lm_scale = np.array([width, height] * n_points, dtype=predictions.dtype)
-        centers, sizes = predictions[:, 0:2], predictions[:, 2:4]
-        boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1) * box_scale
-    points = predictions[:, LANDMARK_SLICE] * lm_scale
+        scale = np.array(scale, dtype=predictions.dtype)
+        boxes = np.concatenate(corners, axis=1) * scale[:4]
+    points = predictions[:, LANDMARK_SLICE] * scale
     nms = nms_torch if is_torch else nms_numpy
     kept = nms(boxes, scores, cfg.nms_iou, offset=YOLO_NMS_OFFSET)[: cfg.max_detections]
     return Detections(boxes[kept], scores[kept], points[kept])

@@ -6,12 +6,14 @@ Semantics are torchvision's ``deform_conv2d`` with a mask: kernel point ``k`` of
 image), multiplies by ``mask_k`` and the samples of all kernel points and channels are weighted
 by the convolution kernel. Offset channel ``2k`` is ``dy_k``, ``2k + 1`` is ``dx_k``.
 
-Formulation (see ``benchmarks/deform_conv_formulations.md``): the bilinear corner indices and
-weights (mask and out-of-image zeros folded in) are computed once per layer on the small
-``[N, K, Ho, Wo]`` offset maps; the four neighbours are fetched with ONE row gather from the
-channels-last input (``[N*H*W, C]`` rows), weighted and summed, and a single matrix multiply over
-the ``K*C`` sampled columns gives the output. Only Floor, Clip, Gather, MatMul and elementwise
-ops: no ``grid_sample``, no custom op; everything shape-related is static given the input.
+Formulation (measured in ``benchmarks/deform_conv_formulations.md``): the bilinear corner indices
+and weights (mask and out-of-image zeros folded in) are computed once per layer on the small
+``[N, K, Ho, Wo]`` offset maps and shared by all channels; each of the four neighbours is one row
+gather from the channels-last input (``[N*H*W, C]``), the weighted rows are summed and ONE matrix
+multiply over the ``K*C`` sampled columns gives the output. Only Conv, Floor, Clip, Gather, MatMul
+and elementwise ops on tensors of rank <= 4 (2-D for the big ones): no ``grid_sample``, no custom
+op, static shapes given the input. Indices are computed in float32 (exact below 2**24 input pixels
+per batch).
 """
 
 from __future__ import annotations
@@ -25,6 +27,69 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def _bilinear_taps(
+    dy: torch.Tensor, dx: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], kernel: tuple[int, int],
+    stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Row indices [M] into the ``[N*H*W, C]`` table and weights [M, 1] of the four bilinear
+    neighbours, M = N*Ho*Wo*K ordered (n, ho, wo, k); out-of-image neighbours weigh zero."""
+    n, k, ho, wo = dy.shape
+    h, w = size
+    like = dict(dtype=dy.dtype, device=dy.device)
+    ky = torch.arange(kernel[0], **like).repeat_interleave(kernel[1]) * dilation[0]
+    kx = torch.arange(kernel[1], **like).repeat(kernel[0]) * dilation[1]
+    rows = torch.arange(ho, **like) * stride[0] - padding[0]
+    cols = torch.arange(wo, **like) * stride[1] - padding[1]
+    pos_y = dy + (ky.view(1, k, 1, 1) + rows.view(1, 1, ho, 1))
+    pos_x = dx + (kx.view(1, k, 1, 1) + cols.view(1, 1, 1, wo))
+    y0 = torch.floor(pos_y)
+    x0 = torch.floor(pos_x)
+    ly = pos_y - y0
+    lx = pos_x - x0
+    # valid(i) = 1 iff 0 <= i <= size - 1, for integer i: clamp(i + 1, 0, 1) * clamp(size - i, 0, 1).
+    wy0 = (1.0 - ly) * torch.clamp(y0 + 1.0, 0.0, 1.0) * torch.clamp(h - y0, 0.0, 1.0) * mask
+    wy1 = ly * torch.clamp(y0 + 2.0, 0.0, 1.0) * torch.clamp(h - 1.0 - y0, 0.0, 1.0) * mask
+    wx0 = (1.0 - lx) * torch.clamp(x0 + 1.0, 0.0, 1.0) * torch.clamp(w - x0, 0.0, 1.0)
+    wx1 = lx * torch.clamp(x0 + 2.0, 0.0, 1.0) * torch.clamp(w - 1.0 - x0, 0.0, 1.0)
+    batch_base = (torch.arange(n, **like) * (h * w)).view(n, 1, 1, 1)
+    row0 = torch.clamp(y0, 0.0, h - 1.0) * w + batch_base
+    row1 = torch.clamp(y0 + 1.0, 0.0, h - 1.0) * w + batch_base
+    col0 = torch.clamp(x0, 0.0, w - 1.0)
+    col1 = torch.clamp(x0 + 1.0, 0.0, w - 1.0)
+
+    def flat(t: torch.Tensor) -> torch.Tensor:
+        return t.permute(0, 2, 3, 1).reshape(-1)
+
+    index = [flat(r + c).to(torch.int64) for r in (row0, row1) for c in (col0, col1)]
+    weights = [flat(a * b).unsqueeze(1) for a in (wy0, wy1) for b in (wx0, wx1)]
+    return index, weights
+
+
+def deform_conv2d_from_maps(
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    dx: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 1,
+    dilation: int | tuple[int, int] = 1,
+) -> torch.Tensor:
+    """Modulated deformable conv with the offsets as separate ``dy``, ``dx`` maps [N, K, Ho, Wo]."""
+    n, c, h, w = x.shape
+    cout, _, kh, kw = weight.shape
+    ho, wo = dy.shape[-2:]
+    index, weights = _bilinear_taps(dy, dx, mask, (h, w), (kh, kw), _pair(stride), _pair(padding), _pair(dilation))
+    table = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    columns = torch.index_select(table, 0, index[0]) * weights[0]
+    for i, wt in zip(index[1:], weights[1:]):
+        columns = columns + torch.index_select(table, 0, i) * wt
+    # [N*Ho*Wo*K, C] -> [N*Ho*Wo, K*C] @ [K*C, Cout], kernel reordered to the (k, c) column order.
+    out = F.linear(columns.reshape(n * ho * wo, kh * kw * c), weight.permute(0, 2, 3, 1).reshape(cout, -1), bias)
+    return out.reshape(n, ho, wo, cout).permute(0, 3, 1, 2)
+
+
 def modulated_deform_conv2d(
     x: torch.Tensor,
     offset: torch.Tensor,
@@ -35,54 +100,9 @@ def modulated_deform_conv2d(
     padding: int | tuple[int, int] = 1,
     dilation: int | tuple[int, int] = 1,
 ) -> torch.Tensor:
-    """``x`` [N, C, H, W], ``offset`` [N, 2K, Ho, Wo] (dy, dx interleaved), ``mask`` [N, K, Ho, Wo],
-    ``weight`` [Cout, C, kh, kw] (K = kh * kw) -> [N, Cout, Ho, Wo]."""
-    n, c, h, w = x.shape
-    cout, _, kh, kw = weight.shape
-    k = kh * kw
-    ho, wo = offset.shape[-2:]
-    (sy, sx), (py, px), (dy, dx) = _pair(stride), _pair(padding), _pair(dilation)
-
-    # Sampling positions [N, K, Ho, Wo] in input pixels.
-    offset = offset.reshape(n, k, 2, ho, wo)
-    ky = torch.arange(kh, dtype=x.dtype, device=x.device).repeat_interleave(kw) * dy
-    kx = torch.arange(kw, dtype=x.dtype, device=x.device).repeat(kh) * dx
-    rows = torch.arange(ho, dtype=x.dtype, device=x.device) * sy - py
-    cols = torch.arange(wo, dtype=x.dtype, device=x.device) * sx - px
-    pos_y = offset[:, :, 0] + (ky.view(k, 1, 1) + rows.view(1, ho, 1))
-    pos_x = offset[:, :, 1] + (kx.view(k, 1, 1) + cols.view(1, 1, wo))
-
-    y0 = torch.floor(pos_y)
-    x0 = torch.floor(pos_x)
-    ly = pos_y - y0
-    lx = pos_x - x0
-    # A corner outside the image weighs zero (valid = 1 iff 0 <= index <= size - 1, integer index).
-    wy0 = (1.0 - ly) * torch.clamp(y0 + 1.0, 0.0, 1.0) * torch.clamp(h - y0, 0.0, 1.0)
-    wy1 = ly * torch.clamp(y0 + 2.0, 0.0, 1.0) * torch.clamp(h - 1.0 - y0, 0.0, 1.0)
-    wx0 = (1.0 - lx) * torch.clamp(x0 + 1.0, 0.0, 1.0) * torch.clamp(w - x0, 0.0, 1.0)
-    wx1 = lx * torch.clamp(x0 + 2.0, 0.0, 1.0) * torch.clamp(w - 1.0 - x0, 0.0, 1.0)
-    wy0, wy1 = wy0 * mask, wy1 * mask
-    # Clamped (in-image) corner rows/columns; out-of-image ones carry zero weight anyway.
-    y0c = torch.clamp(y0, 0.0, h - 1.0)
-    y1c = torch.clamp(y0 + 1.0, 0.0, h - 1.0)
-    x0c = torch.clamp(x0, 0.0, w - 1.0)
-    x1c = torch.clamp(x0 + 1.0, 0.0, w - 1.0)
-    batch_base = (torch.arange(n, dtype=x.dtype, device=x.device) * (h * w)).view(n, 1, 1, 1)
-    row0 = y0c * w + batch_base
-    row1 = y1c * w + batch_base
-    # [N, 4, K, Ho, Wo] -> [N, Ho, Wo, 4, K]: corner-major inside each output pixel.
-    index = torch.stack([row0 + x0c, row0 + x1c, row1 + x0c, row1 + x1c], dim=1)
-    corner_w = torch.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], dim=1)
-    index = index.permute(0, 3, 4, 1, 2).reshape(-1).to(torch.int64)
-    corner_w = corner_w.permute(0, 3, 4, 1, 2).reshape(n * ho * wo, 4, k, 1)
-
-    # One gather of the 4*K neighbours of every output pixel, rows of C channels.
-    table = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-    samples = torch.index_select(table, 0, index).reshape(n * ho * wo, 4, k, c)
-    columns = (samples * corner_w).sum(dim=1).reshape(n * ho * wo, k * c)
-    # [Cout, C, kh, kw] -> [Cout, K*C] matching the (k, c) column order.
-    out = F.linear(columns, weight.permute(0, 2, 3, 1).reshape(cout, k * c), bias)
-    return out.reshape(n, ho, wo, cout).permute(0, 3, 1, 2)
+    """torchvision ``deform_conv2d`` interface: ``x`` [N, C, H, W], ``offset`` [N, 2K, Ho, Wo] (dy, dx
+    interleaved), ``mask`` [N, K, Ho, Wo], ``weight`` [Cout, C, kh, kw] -> [N, Cout, Ho, Wo]."""
+    return deform_conv2d_from_maps(x, offset[:, 0::2], offset[:, 1::2], mask, weight, bias, stride, padding, dilation)
 
 
 class DeformConv(nn.Module):
@@ -114,15 +134,25 @@ class DeformConv(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def extra_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
-        """MACs of the deformable product (``regular_conv`` is never called as a module)."""
+        """MACs of the offset/mask conv and the deformable product (no submodule is called)."""
         kh, kw = self.regular_conv.kernel_size
-        return output.numel() * self.regular_conv.in_channels * kh * kw
+        pixels = output.numel() // output.shape[1]
+        maps = self.offset_conv.out_channels + self.modulator_conv.out_channels
+        return pixels * self.regular_conv.in_channels * kh * kw * (self.regular_conv.out_channels + maps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        offset = self.offset_conv(x)
-        mask = 2.0 * torch.sigmoid(self.modulator_conv(x))
-        return modulated_deform_conv2d(
-            x, offset, mask, self.regular_conv.weight, self.regular_conv.bias, self.stride, self.padding, self.dilation
+        # Offset and modulator convs run as ONE conv with rows reordered to [dy_k | dx_k | mask_k]
+        # (weight slicing is constant-folded on export; no strided channel slices in the graph).
+        k = self.modulator_conv.out_channels
+        offset_w = self.offset_conv.weight.unflatten(0, (k, 2)).transpose(0, 1).flatten(0, 1)
+        offset_b = self.offset_conv.bias.view(k, 2).t().reshape(-1)
+        weight = torch.cat([offset_w, self.modulator_conv.weight])
+        bias = torch.cat([offset_b, self.modulator_conv.bias])
+        maps = F.conv2d(x, weight, bias, self.offset_conv.stride, self.offset_conv.padding, self.offset_conv.dilation)
+        dy, dx, mask_logits = torch.split(maps, k, dim=1)
+        return deform_conv2d_from_maps(
+            x, dy, dx, 2.0 * torch.sigmoid(mask_logits), self.regular_conv.weight, self.regular_conv.bias,
+            self.stride, self.padding, self.dilation,
         )
 
 

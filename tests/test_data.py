@@ -59,6 +59,12 @@ def test_malformed_line_names_file_and_line(tmp_path, bad_line, message):
         read_labels(label_file)
 
 
+def test_image_line_with_size_and_spaces(tmp_path):
+    label_file = tmp_path / "label.txt"
+    label_file.write_text("# 0--Parade/a.jpg 1024 768\n1 2 3 4\n# my photos/b c.jpg\n")
+    assert [i.path for i in read_labels(label_file)] == ["0--Parade/a.jpg", "my photos/b c.jpg"]
+
+
 def test_face_line_before_image_line(tmp_path):
     label_file = tmp_path / "label.txt"
     label_file.write_text("1 2 3 4\n")

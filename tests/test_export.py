@@ -270,3 +270,17 @@ def test_cli_export_random_init_onnx_only(tmp_path, capsys):
     meta = read_sidecar(tmp_path / "retinaface_mnet025_96x128.onnx")
     assert meta["model"]["random_init"] is True and meta["model"]["random_seed"] == 2
     assert meta["input"]["shape"] == [1, 3, 96, 128]
+    assert [o["shape"] for o in meta["outputs"]] == [[1, 504, 4], [1, 504, 2], [1, 504, 10]]
+
+
+def test_dynamic_onnx_runs_at_other_sizes(tmp_path):
+    from mobilekit.converters import TorchRuntime, build_source_model, source_metadata
+
+    model = build_source_model("retinaface_mnet025", None, random_seed=4)
+    (path,) = export_model(model, (96, 128), tmp_path, formats=("onnx",), dynamic=True, source=source_metadata(None, 4))
+    assert read_sidecar(path)["input"]["shape"] == [1, 3, "height", "width"]
+    image = np.random.default_rng(0).integers(0, 256, size=(1, 64, 160, 3), dtype=np.uint8)
+    got, expected = open_runtime(path).run(image), TorchRuntime(model).run(image)
+    for name in OUTPUT_NAMES:
+        assert got[name].shape == expected[name].shape
+        assert np.abs(got[name] - expected[name]).max() <= 1e-4, name

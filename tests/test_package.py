@@ -229,6 +229,17 @@ def test_embedding_twice_replaces_the_entry(packages, tmp_path):
     assert target.stat().st_size < (packages["fp32"] / "model.tflite").stat().st_size
 
 
+def test_parity_is_taken_from_a_parity_report_in_the_export_folder(tmp_path):
+    from mobilekit.flutter.package import parity_from_export
+
+    entry = {"file": "m_640_fp16.tflite", "precision": "fp16", "passed": True, "criterion": "c", "verdict": "v", "tensors": {}, "faces": {"faces": 3}, "per_image": []}
+    (tmp_path / "parity.json").write_text(json.dumps({"images": ["a.jpg"], "artefacts": [entry]}))
+    (tmp_path / "m_640_fp16.json").write_text(json.dumps({"schema": "mobilekit.export/1"}))
+    parity = parity_from_export(tmp_path, "m_640_fp16.tflite")
+    assert parity["source"] == "parity.json" and parity["passed"] is True and parity["faces"] == {"faces": 3} and "per_image" not in parity
+    assert parity_from_export(tmp_path, "other.tflite") is None
+
+
 def test_reading_metadata_from_files_without_it_names_the_file(tmp_path):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"not a model at all")
@@ -252,6 +263,9 @@ def test_bad_export_folders_are_clear_errors(retinaface_export, tmp_path):
         package_export(orphan_dir, tmp_path / "out")
     with pytest.raises(MobilekitError, match="no TFLite fp16"):
         package_export(orphan_dir, tmp_path / "out", "fp16")
+    (orphan_dir / "retinaface_mnet025_640_fp32.json").write_text("{not json")
+    with pytest.raises(MobilekitError, match=r"fp32\.tflite has an unreadable metadata sidecar retinaface_mnet025_640_fp32\.json"):
+        package_export(orphan_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

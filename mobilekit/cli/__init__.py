@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: runs a sub-command; user errors print one clear line and exit with status 2."""
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        status = app(args=argv, standalone_mode=False)  # click returns typer.Exit codes here
+        if isinstance(status, int) and status:
+            sys.exit(status)
     except MobilekitError as exc:
         err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
         sys.exit(2)

@@ -59,6 +59,22 @@ def _parse_face(values: list[float], where: str) -> Face:
     return Face((x, y, w, h), landmarks, values[19])
 
 
+def _image_path(header: str) -> str:
+    """The path of a ``# path`` line; trailing numbers (``# path width height`` variants) are ignored."""
+    tokens = header.split()
+    if len(tokens) > 1 and all(_is_number(t) for t in tokens[1:]):
+        return tokens[0]
+    return header.strip()
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_labels(label_file: str | Path) -> list[LabeledImage]:
     """Parse ``label_file``; any malformed line raises :class:`LabelError` naming file and line."""
     label_file = Path(label_file)
@@ -72,7 +88,7 @@ def read_labels(label_file: str | Path) -> list[LabeledImage]:
             if not line:
                 continue
             if line.startswith("#"):
-                path = line[1:].strip()
+                path = _image_path(line[1:])
                 if not path:
                     raise LabelError(f"{where}: image line '#' without a path")
                 items.append(LabeledImage(path))

@@ -49,6 +49,14 @@ class EndToEndError(MobilekitError):
     """The end-to-end model could not be built."""
 
 
+def check_supported(deploy: DeployConfig, precision: str) -> None:
+    """Raise unless an end-to-end model can be built for ``deploy`` at ``precision``."""
+    if deploy.decoder != "retinaface":
+        raise EndToEndError(f"--end-to-end supports decoder 'retinaface', not {deploy.decoder!r} of {deploy.name}")
+    if precision not in END_TO_END_PRECISIONS:
+        raise EndToEndError(f"--end-to-end supports precision {' or '.join(END_TO_END_PRECISIONS)}, not {precision!r}")
+
+
 def network_onnx(export_dir: str | Path, tflite_meta: dict, scratch: str | Path) -> Path:
     """The ONNX graph the export converted to TFLite (``tflite.converted_from``): taken from the export
     folder, or re-simplified from the plain ONNX there into ``scratch`` (onnx2tf needs the same graph)."""
@@ -87,10 +95,7 @@ def build_end_to_end(
     ``sample`` is one real image ``[1, H, W, 3]`` (raw RGB 0-255) that the converted network's
     outputs are matched against ONNX Runtime's. Thresholds default to ``deploy``'s.
     """
-    if deploy.decoder != "retinaface":
-        raise EndToEndError(f"--end-to-end supports decoder 'retinaface', not {deploy.decoder!r} of {deploy.name}")
-    if precision not in END_TO_END_PRECISIONS:
-        raise EndToEndError(f"--end-to-end supports precision {' or '.join(END_TO_END_PRECISIONS)}, not {precision!r}")
+    check_supported(deploy, precision)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise EndToEndError(f"ONNX file for the end-to-end model not found: {onnx_path}")

@@ -56,9 +56,10 @@ def find_tflite(export_dir: Path, precision: str) -> tuple[Path, dict]:
         raise PackageError(f"export folder not found: {export_dir}")
     found = [(p, m) for p, m in find_artefacts(export_dir) if m["artefact"]["format"] == "tflite" and m["artefact"]["variant"] == precision]
     if not found:
-        orphans = [p for p in sorted(export_dir.glob(f"*_{precision}.tflite")) if not sidecar_path(p).is_file()]
+        orphans = sorted(export_dir.glob(f"*_{precision}.tflite"))
         if orphans:
-            raise PackageError(f"{orphans[0]} has no metadata sidecar {sidecar_path(orphans[0]).name} (re-export it with mobilekit export)")
+            state = "an unreadable" if sidecar_path(orphans[0]).is_file() else "no"
+            raise PackageError(f"{orphans[0]} has {state} metadata sidecar {sidecar_path(orphans[0]).name} (re-export it with mobilekit export)")
         present = sorted(p.name for p in export_dir.glob("*.tflite")) or ["no .tflite files"]
         raise PackageError(f"no TFLite {precision} model with a sidecar in {export_dir} (found: {', '.join(present)}); export it with mobilekit export")
     if len(found) > 1:
@@ -254,7 +255,7 @@ def _readme(meta: dict) -> str:
         input_name=inp["name"],
         input_dtype=inp["dtype"],
         resize=inp["resize"]["mode"],
-        pad=inp["resize"]["pad_value"],
+        resize_how="stretching (no aspect ratio kept)" if inp["resize"]["mode"] == "stretch" else f"letterboxing (aspect kept, centred, pad value {inp['resize']['pad_value']:g})",
         outputs=outputs,
         kind=dec["kind"],
         score=dec["score_threshold"],
@@ -297,6 +298,8 @@ def package_export(
         model_meta = meta["model"]
     except (KeyError, TypeError, ValueError) as exc:
         raise PackageError(f"{sidecar_path(tflite_path)} lacks or has an invalid field {exc}") from None
+    if end_to_end:
+        e2e_graph.check_supported(deploy, precision)
     golden_path = Path(golden_image) if golden_image is not None else default_golden_image()
     golden = resize_to_input(read_image(golden_path), input_hw, deploy.resize, deploy.pad_value)[0]
     out_dir.parent.mkdir(parents=True, exist_ok=True)

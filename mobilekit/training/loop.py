@@ -109,7 +109,7 @@ class Trainer:
         self.dist: DistInfo = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
-        self.console = Console(stderr=False, quiet=not self.dist.is_main)
+        self.console = Console(quiet=not self.dist.is_main, soft_wrap=True)
         self.out = Path(cfg.out)
         _seed_everything(cfg.seed + self.dist.rank)
         if self.device.type == "cuda":
@@ -353,7 +353,7 @@ class Trainer:
             shown = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
             kept = self.out / LAST
             raise TrainingDiverged(
-                f"loss became {float(total)} at epoch {epoch + 1}, step {step + 1} ({shown}); "
+                f"loss became {float(total.detach())} at epoch {epoch + 1}, step {step + 1} ({shown}); "
                 f"stopped. The last good checkpoint is {kept if kept.is_file() else 'not written yet (first epoch)'}; "
                 "try a lower --lr or a larger --batch"
             )

@@ -1,0 +1,231 @@
+"""Training runs on a tiny synthetic dataset: outputs, exact resume, SIGKILL + resume, NaN guard,
+distillation, DDP with gloo on two processes, configuration and the train/eval commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mobilekit.checkpoint import load_weights
+from mobilekit.errors import MobilekitError
+from mobilekit.models import create_model
+from mobilekit.training import TrainConfig, TrainingDiverged, load_config, train
+from mobilekit.training.distill import DistillationLoss
+from mobilekit.training.loop import Trainer, _lr_factor
+
+MODEL = "retinaface_mnet025"  # the fastest RetinaFace-style model
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+MOBILEKIT = shutil.which("mobilekit") or "mobilekit"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from mobilekit.data.synth import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("tiny") / "synth", 14, seed=3, imgsz=128, val_fraction=0.25)
+
+
+def tiny_config(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(model=MODEL, data=str(data), out=str(out), epochs=2, batch=4, imgsz=64, device="cpu", progress=False, tensorboard=False, lr=2e-3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return train(tiny_config(tiny_data, out, tensorboard=True)), out
+
+
+def test_training_writes_checkpoints_logs_and_plots(trained) -> None:
+    result, out = trained
+    assert result.best_weights == out / "best_weights.pth"
+    for name in ("last.pt", "best.pt", "best_weights.pth", "results.csv", "curves.png", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").iterdir())
+    rows = read_csv(out / "results.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"loss", "loss_box", "loss_cls", "loss_landmarks", "lr", "images_per_s", "val_ap50"} <= set(rows[0])
+    assert float(rows[1]["loss"]) < float(rows[0]["loss"])
+    ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)  # plain types only
+    assert ckpt["epoch"] == 2 and ckpt["config"]["model"] == MODEL and isinstance(ckpt["rng"]["torch"], torch.Tensor)
+    assert {"model", "ema", "optimizer", "scheduler", "scaler"} <= set(ckpt)
+    model = create_model(MODEL)
+    assert load_weights(model, out / "best_weights.pth").ok
+    assert 0.0 <= result.metrics["best_val_ap50"] <= 1.0
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path) -> None:
+    straight = train(tiny_config(tiny_data, tmp_path / "straight", epochs=2))
+    interrupted = Trainer(tiny_config(tiny_data, tmp_path / "split", epochs=2))
+    one_epoch = interrupted.train_one_epoch
+
+    def stop_in_epoch_2(epoch: int) -> dict:
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return one_epoch(epoch)
+
+    interrupted.train_one_epoch = stop_in_epoch_2
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    interrupted.close()
+    resumed = train(tiny_config(tiny_data, tmp_path / "split", epochs=2, resume=str(tmp_path / "split" / "last.pt")))
+    a = torch.load(straight.last_checkpoint, weights_only=True)
+    b = torch.load(resumed.last_checkpoint, weights_only=True)
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), (key, name)
+
+
+def test_sigkill_mid_epoch_then_resume_loses_at_most_that_epoch(tmp_path) -> None:
+    from mobilekit.data.synth import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", 44, seed=5, imgsz=96, val_fraction=0.1)
+    out = tmp_path / "run"
+    cmd = [MOBILEKIT, "train", "--model", MODEL, "--data", str(data), "--out", str(out),
+           "--epochs", "3", "--batch", "2", "--imgsz", "64", "--device", "cpu", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not ((out / "results.csv").is_file() and len(read_csv(out / "results.csv")) >= 1):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "epoch 1 never finished"
+            time.sleep(0.05)
+        time.sleep(0.5)  # well inside epoch 2 (20 steps)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1  # killed during epoch 2
+    resumed = subprocess.run([MOBILEKIT, "train", "--resume", str(out / "last.pt")],
+                             env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "epoch 2 of 3" in resumed.stdout
+    assert [int(r["epoch"]) for r in read_csv(out / "results.csv")] == [1, 2, 3]
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(trained, tiny_data, tmp_path) -> None:
+    _, good_run = trained
+    shutil.copy(good_run / "last.pt", tmp_path / "last.pt")
+    cfg = tiny_config(tiny_data, tmp_path, epochs=3, resume=str(tmp_path / "last.pt"))
+    trainer = Trainer(cfg)
+    real = trainer.criterion
+    trainer.criterion = lambda raw, targets: (real(raw, targets)[0] * float("nan"), real(raw, targets)[1])
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 3, step 1.*last\.pt"):
+        trainer.fit()
+    trainer.close()
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_distillation_loss_terms() -> None:
+    gen = torch.Generator().manual_seed(0)
+    teacher = (torch.randn(2, 50, 4, generator=gen), torch.randn(2, 50, 2, generator=gen) * 3, torch.randn(2, 50, 10, generator=gen))
+    kd = DistillationLoss(temperature=2.0, weight=1.0, score_threshold=0.5)
+    total, parts = kd(teacher, teacher)
+    assert float(total) == pytest.approx(0.0, abs=1e-6)
+    student = tuple((t + 0.3 * torch.randn(t.shape, generator=gen)).requires_grad_() for t in teacher)
+    total, parts = kd(student, teacher)
+    assert all(float(v) > 0 for v in parts.values())
+    total.backward()
+    confident = torch.softmax(teacher[1], -1)[..., 1] > 0.5
+    assert (student[0].grad[~confident] == 0).all() and (student[0].grad[confident] != 0).any()
+
+
+def test_distillation_run(trained, tiny_data, tmp_path) -> None:
+    _, teacher_run = trained
+    result = train(tiny_config(tiny_data, tmp_path, epochs=1, teacher=str(teacher_run / "best_weights.pth")))
+    row = result.metrics["history"][0]
+    assert {"loss_kd_cls", "loss_kd_box", "loss_kd_landmarks"} <= set(row)
+    with pytest.raises(MobilekitError, match="does not fit"):
+        Trainer(tiny_config(tiny_data, tmp_path, teacher=str(teacher_run / "best_weights.pth"), teacher_model="featherface_v2"))
+
+
+@pytest.mark.slow
+def test_ddp_gloo_two_processes(tiny_data, tmp_path) -> None:
+    torchrun = shutil.which("torchrun") or "torchrun"
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", MOBILEKIT, "train", "--model", MODEL, "--data", str(tiny_data),
+         "--out", str(out), "--epochs", "1", "--batch", "2", "--imgsz", "64", "--device", "cpu", "--no-progress"],
+        env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "(2 process(es))" in proc.stdout and "batch 2, 2 steps/epoch" in proc.stdout
+    assert [int(r["epoch"]) for r in read_csv(out / "results.csv")] == [1]
+    assert load_weights(create_model(MODEL), out / "best_weights.pth").ok
+
+
+def test_small_datasets_never_give_one_image_batches(tiny_data, tmp_path) -> None:
+    trainer = Trainer(tiny_config(tiny_data, tmp_path, batch=3))  # 10 train images: 3 + 3 + 3, the last one dropped
+    assert len(trainer.train_set) == 10 and trainer.steps_per_epoch == 3
+    assert [images.shape[0] for images, _, _ in trainer._loader(0)] == [3, 3, 3]
+    trainer.close()
+    trainer = Trainer(tiny_config(tiny_data, tmp_path, batch=64))
+    assert trainer.batch == 10 and trainer.steps_per_epoch == 1
+    trainer.close()
+    trainer = Trainer(tiny_config(tiny_data, tmp_path, batch="auto"))
+    assert trainer.batch == 10  # CPU: the default (16), capped by the dataset
+    trainer.close()
+
+
+def test_learning_rate_schedule() -> None:
+    cfg = TrainConfig(data="x", epochs=10, warmup_epochs=1, final_lr_ratio=0.02)
+    factors = [_lr_factor(cfg, s, 10) for s in range(100)]
+    assert factors[0] == pytest.approx(0.01) and factors[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(0.02, abs=2e-3)
+    step = TrainConfig(data="x", epochs=10, warmup_epochs=0, schedule="step", step_milestones=(0.5,))
+    assert _lr_factor(step, 49, 10) == 1.0 and _lr_factor(step, 50, 10) == pytest.approx(0.1)
+
+
+def test_config_yaml_with_overrides_and_errors(tmp_path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump({"model": MODEL, "data": "d", "epochs": 7, "lr": 0.01, "batch": "auto"}))
+    cfg = load_config(path, {"epochs": 3, "lr": None})
+    assert (cfg.model, cfg.epochs, cfg.lr, cfg.batch) == (MODEL, 3, 0.01, "auto")
+    path.write_text("epochz: 3\n")
+    with pytest.raises(MobilekitError, match="epochz"):
+        load_config(path)
+    with pytest.raises(MobilekitError, match="multiple of 32"):
+        TrainConfig(data="d", imgsz=100).validate()
+    with pytest.raises(MobilekitError, match="--data"):
+        TrainConfig().validate()
+
+
+def test_eval_command_and_user_errors(trained, tiny_data, tmp_path, capsys) -> None:
+    from mobilekit.cli import main
+
+    _, out = trained
+    main(["eval", "--model", MODEL, "--weights", str(out / "best_weights.pth"), "--data", str(tiny_data), "--imgsz", "64", "--device", "cpu", "--json", str(tmp_path / "m.json")])
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["images"] == 4 and metrics["faces"] > 0 and 0.0 <= metrics["ap50"] <= 1.0
+    assert "AP50" in capsys.readouterr().out
+    for argv, message in (
+        (["eval", "--model", MODEL], "--weights"),
+        (["train", "--model", MODEL], "--data"),
+        (["train", "--model", MODEL, "--data", str(tiny_data), "--batch", "1", "--device", "cpu"], "batch"),
+        (["train", "--resume", str(tmp_path / "m.json")], "m.json"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
