@@ -120,9 +120,8 @@ def _torch_cases(model: str, weights: str | None, seed: int | None, sizes, threa
     cases = []
     for size in sizes:
         if device == "cuda":
-            for backend, precision in (("torch", "fp32"), ("torch_fp16", "fp16 autocast")):
-                if backend in backends or (backend == "torch_fp16" and "torch" in backends):
-                    cases.append(Case(model, backend, "pytorch", weights, size, threads[0], "cuda", "cuda", precision, seed))
+            if "torch" in backends:  # fp32 and fp16 autocast
+                cases += [Case(model, b, "pytorch", weights, size, threads[0], "cuda", "cuda", p, seed) for b, p in (("torch", "fp32"), ("torch_fp16", "fp16 autocast"))]
             continue
         for t in threads:
             cases += [Case(model, mode, "pytorch", weights, size, t, random_seed=seed) for mode in TORCH_CPU_MODES if mode in backends]
@@ -176,7 +175,7 @@ def plan_cases(
             models = dict.fromkeys((a.model, a.weights if weights is None else weights, a.random_seed) for a in artefacts)
             for model, recorded_weights, seed in models:
                 model_weights = resolve_weights(recorded_weights)
-                torch_sizes = sizes or sorted({a.imgsz for a in artefacts if a.model == model and a.imgsz is not None})
+                torch_sizes = sizes or sorted({a.imgsz for a in artefacts if a.model == model and a.imgsz is not None}) or [(640, 640)]
                 cases += _torch_cases(model, model_weights, (seed or 0) if model_weights is None else None, torch_sizes, threads, device, backends)
             for artefact in artefacts:
                 cases += _file_cases(artefact, sizes, threads, device, backends)

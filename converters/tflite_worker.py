@@ -236,7 +236,6 @@ def run_job(job: dict) -> dict:
             if disable_strict_mode:
                 raise WorkerError(f"onnx2tf failed: {type(exc).__name__}: {exc}") from None
             notes.append(f"onnx2tf strict mode failed ({type(exc).__name__}: {str(exc)[:200]}); converted with disable_strict_mode=True")
-            print("MOBILEKIT_RETRY_WITHOUT_STRICT_MODE", flush=True)
     onnx2tf_seconds = time.perf_counter() - start
     if skipped_corrections:
         notes.append(f"onnx2tf strict-mode layout check skipped for {len(skipped_corrections)} op(s) with constant operands: {skipped_corrections[:5]}")

@@ -13,7 +13,7 @@ l4y, cls``, ordered level -> row -> column -> anchor.
 The decode is written as per-channel coefficients on 4-D NCHW maps
 (``sig*k_sig + sig*sig*k_sig2 + raw*k_raw + gx*k_gx + gy*k_gy + k_const``): the exported graph
 then holds only Sigmoid, Mul, Add with tiny broadcast constants (no slicing, no concatenation
-of coordinates), which every converter maps exactly. The model calls :func:`decode_levels` in its
+of coordinates), which onnx2tf converts without layout surprises (TFLite fp32 within 3e-7 at 640). The model calls :func:`decode_levels` in its
 exported graph; the NumPy path is the reference mirror for parity checks and apps.
 """
 

@@ -40,12 +40,14 @@ def _bilinear_taps(
     kx = torch.arange(kernel[1], **like).repeat(kernel[0]) * dilation[1]
     rows = torch.arange(ho, **like) * stride[0] - padding[0]
     cols = torch.arange(wo, **like) * stride[1] - padding[1]
-    pos_y = dy + (ky.view(1, k, 1, 1) + rows.view(1, 1, ho, 1))
-    pos_x = dx + (kx.view(1, k, 1, 1) + cols.view(1, 1, 1, wo))
-    y0 = torch.floor(pos_y)
-    x0 = torch.floor(pos_x)
-    ly = pos_y - y0
-    lx = pos_x - x0
+    # The grid positions are integers: floor and fraction come from the offsets alone, which keeps
+    # the bilinear weights accurate to the offsets' own precision (not to that of row + offset).
+    floor_dy = torch.floor(dy)
+    floor_dx = torch.floor(dx)
+    ly = dy - floor_dy
+    lx = dx - floor_dx
+    y0 = floor_dy + (ky.view(1, k, 1, 1) + rows.view(1, 1, ho, 1))
+    x0 = floor_dx + (kx.view(1, k, 1, 1) + cols.view(1, 1, 1, wo))
     # valid(i) = 1 iff 0 <= i <= size - 1, for integer i: clamp(i + 1, 0, 1) * clamp(size - i, 0, 1).
     wy0 = (1.0 - ly) * torch.clamp(y0 + 1.0, 0.0, 1.0) * torch.clamp(h - y0, 0.0, 1.0) * mask
     wy1 = ly * torch.clamp(y0 + 2.0, 0.0, 1.0) * torch.clamp(h - 1.0 - y0, 0.0, 1.0) * mask

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,7 +18,6 @@ from mobilekit.converters.parity import load_inputs
 from mobilekit.converters.pipeline import resolve_formats
 from mobilekit.converters.tflite_export import _describe_failure
 from mobilekit.converters.tflite_worker import WorkerError, match_outputs_by_value
-from mobilekit.errors import MobilekitError
 from mobilekit.image_io import list_images
 from mobilekit.models import FaceDetector, create_model
 

@@ -39,6 +39,7 @@ def train_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (checkpoints, logs, curves)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings; command-line options override it."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading worker processes."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest on a busy shared CPU)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw or sgd."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (runs are reproducible)."),
@@ -66,7 +67,7 @@ def train_command(
         "device": device, "amp": amp, "resume": str(resume) if resume else None,
         "pretrained_backbone": str(pretrained_backbone) if pretrained_backbone else None,
         "teacher": str(teacher) if teacher else None, "teacher_model": teacher_model, "out": str(out) if out else None,
-        "workers": workers, "lr": lr, "optimizer": optimizer, "seed": seed, "progress": progress,
+        "workers": workers, "threads": threads, "lr": lr, "optimizer": optimizer, "seed": seed, "progress": progress,
     }  # fmt: skip
     if resume is not None and config is None:
         base = _checkpoint_config(resume)

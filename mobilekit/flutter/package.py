@@ -354,6 +354,7 @@ def package_export(
             "image": "golden/input.png",
             "source_image": golden_path.name,
             "outputs": {name: f"golden/outputs/{name}.npy" for name in outputs},
+            "outputs_dtype": "float32 (quantised outputs dequantised with their scale / zero point)",
             "detections": "golden/expected_detections.json",
         }
         # The embedded copy cannot hold the final file's own sha256; model_meta.json does.

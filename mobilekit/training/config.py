@@ -28,6 +28,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     workers: int = 0
+    threads: int = 0  # CPU threads for torch (0: torch's default); 1 is fastest on a busy shared CPU
     seed: int = 0
     optimizer: str = "adamw"
     lr: float = 3e-3
@@ -74,6 +75,8 @@ class TrainConfig:
             raise MobilekitError(f"imgsz must be a multiple of 32, got {self.imgsz}")
         if self.lr <= 0:
             raise MobilekitError(f"lr must be positive, got {self.lr}")
+        if self.threads < 0:
+            raise MobilekitError(f"threads must be >= 0, got {self.threads}")
         if self.workers < 0:
             raise MobilekitError(f"workers must be >= 0, got {self.workers}")
         return self

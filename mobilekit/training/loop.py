@@ -112,6 +112,8 @@ class Trainer:
         self.console = Console(quiet=not self.dist.is_main, soft_wrap=True)
         self.out = Path(cfg.out)
         _seed_everything(cfg.seed + self.dist.rank)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
