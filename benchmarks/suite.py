@@ -45,20 +45,13 @@ def run_suite(
     post: PostprocessConfig,
     isolate: bool = True,
     probe_peak: bool = True,
-    on_row: Callable[[dict], None] | None = None,
+    on_row: Callable[[dict, dict], None] | None = None,
 ) -> dict:
-    """Measure every case; returns the report (machine, settings, peaks, rows) as a JSON-ready dict."""
-    peaks = {t: matmul_peak(t) for t in sorted({c.threads for c in cases if c.device == "cpu"})} if probe_peak else {}
-    macs = {key: model_macs(*key) for key in dict.fromkeys((c.model, c.imgsz) for c in cases)}
-    image = None if isolate else read_image(image_path)
-    rows = []
-    for case in cases:
-        row = measure_isolated(case, timing, image_path, post) if isolate else measure_case(case, timing, image, post)
-        row = add_compute(row, macs[(case.model, case.imgsz)], peaks.get(case.threads) if case.device == "cpu" else None)
-        rows.append(row)
-        if on_row is not None:
-            on_row(row)
-    return {
+    """Measure every case; returns the report (machine, settings, peaks, rows) as a JSON-ready dict.
+
+    ``on_row(report, row)`` is called after each row with the report so far (for progress and partial saves).
+    """
+    report = {
         "schema": SCHEMA,
         "machine": machine_description(),
         "settings": {
@@ -70,6 +63,17 @@ def run_suite(
             "end_to_end": "resize_to_input + layout/dtype conversion + inference + decode_outputs (decode, threshold, NMS)",
             "gflops": "2 * MACs / model-only median latency; peak = best fp32 1024x1024 matmul (numpy or torch) at the same thread count",
         },
-        "matmul_peak": {str(t): p for t, p in peaks.items()},
-        "rows": rows,
+        "matmul_peak": {},
+        "rows": [],
     }
+    peaks = {t: matmul_peak(t) for t in sorted({c.threads for c in cases if c.device == "cpu"})} if probe_peak else {}
+    report["matmul_peak"] = {str(t): p for t, p in peaks.items()}
+    macs = {key: model_macs(*key) for key in dict.fromkeys((c.model, c.imgsz) for c in cases)}
+    image = None if isolate else read_image(image_path)
+    for case in cases:
+        row = measure_isolated(case, timing, image_path, post) if isolate else measure_case(case, timing, image, post)
+        row = add_compute(row, macs[(case.model, case.imgsz)], peaks.get(case.threads) if case.device == "cpu" else None)
+        report["rows"].append(row)
+        if on_row is not None:
+            on_row(report, row)
+    return report

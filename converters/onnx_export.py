@@ -29,28 +29,49 @@ class ExportError(MobilekitError):
 
 
 def prepare_deploy_module(model: FaceDetector) -> DeployModule:
-    """A deep copy ready to export: eval mode, input preprocessing folded, conv+BN pairs fused."""
+    """A deep copy ready to export: eval mode, input preprocessing folded, every BatchNorm folded."""
     detector = copy.deepcopy(model).cpu().eval()
     detector.fold_input_preprocessing()
-    fuse_conv_bn_pairs(detector)
+    fold_batchnorms(detector)
     return DeployModule(detector).eval()
 
 
+class ChannelAffine(nn.Module):
+    """An eval-mode BatchNorm2d as ``x * scale + shift`` (for a BN that follows no convolution)."""
+
+    def __init__(self, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.affine:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale + (bn.bias if bn.affine else 0.0)
+        self.register_buffer("scale", scale.detach().view(1, -1, 1, 1).clone())
+        self.register_buffer("shift", shift.detach().view(1, -1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
 @torch.no_grad()
-def fuse_conv_bn_pairs(module: nn.Module) -> int:
-    """Fold every BatchNorm2d that directly follows a Conv2d inside an ``nn.Sequential``; returns the count."""
-    fused = 0
+def fold_batchnorms(module: nn.Module) -> dict[str, int]:
+    """Fold every eval BatchNorm2d: into the Conv2d right before it inside an ``nn.Sequential``,
+    otherwise (e.g. after a deformable conv) into a per-channel :class:`ChannelAffine`. Returns counts."""
+    counts = {"into_conv": 0, "into_affine": 0}
     for parent in list(module.modules()):
-        if not isinstance(parent, nn.Sequential):
-            continue
         names = list(parent._modules)
-        for first, second in zip(names, names[1:]):
-            conv, bn = parent._modules[first], parent._modules[second]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                parent._modules[first] = fuse_conv_bn_eval(conv, bn)
-                parent._modules[second] = nn.Identity()
-                fused += 1
-    return fused
+        for index, name in enumerate(names):
+            bn = parent._modules[name]
+            if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats:
+                continue
+            previous = parent._modules[names[index - 1]] if index and isinstance(parent, nn.Sequential) else None
+            if isinstance(previous, nn.Conv2d):
+                parent._modules[names[index - 1]] = fuse_conv_bn_eval(previous, bn)
+                parent._modules[name] = nn.Identity()
+                counts["into_conv"] += 1
+            else:
+                parent._modules[name] = ChannelAffine(bn)
+                counts["into_affine"] += 1
+    return counts
 
 
 def module_path_from_node(node_name: str) -> str:

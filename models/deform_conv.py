@@ -9,8 +9,11 @@ by the convolution kernel. Offset channel ``2k`` is ``dy_k``, ``2k + 1`` is ``dx
 Formulation (measured in ``benchmarks/deform_conv_formulations.md``): the bilinear corner indices
 and weights (mask and out-of-image zeros folded in) are computed once per layer on the small
 ``[N, K, Ho, Wo]`` offset maps and shared by all channels; each of the four neighbours is one row
-gather from the channels-last input (``[N*H*W, C]``), the weighted rows are summed and ONE matrix
-multiply over the ``K*C`` sampled columns gives the output. Only Conv, Floor, Clip, Gather, MatMul
+gather from a channels-last table, the weighted rows are summed. Where the layer narrows
+(Cout < C) the kernel is applied first (one 1x1 conv to K*Cout channels, gathers of Cout-wide
+rows, sum over the K kernel points), otherwise the C-wide input rows are gathered and ONE matrix
+multiply over the ``K*C`` sampled columns gives the output: either way the gathered and weighted
+tensors, which dominate the run time, are min(C, Cout) wide. Only Conv, Floor, Clip, Gather, MatMul
 and elementwise ops on tensors of rank <= 4 (2-D for the big ones): no ``grid_sample``, no custom
 op, static shapes given the input. Indices are computed in float32 (exact below 2**24 input pixels
 per batch).
@@ -81,14 +84,27 @@ def deform_conv2d_from_maps(
     """Modulated deformable conv with the offsets as separate ``dy``, ``dx`` maps [N, K, Ho, Wo]."""
     n, c, h, w = x.shape
     cout, _, kh, kw = weight.shape
+    k = kh * kw
     ho, wo = dy.shape[-2:]
     index, weights = _bilinear_taps(dy, dx, mask, (h, w), (kh, kw), _pair(stride), _pair(padding), _pair(dilation))
-    table = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-    columns = torch.index_select(table, 0, index[0]) * weights[0]
+    if cout < c:
+        # Project first (sampling is linear and channel-independent): z_k = W_k x as one 1x1 conv
+        # to K*Cout channels, then gather Cout-wide rows (row = pixel * K + k) and sum over k.
+        z = F.conv2d(x, weight.permute(2, 3, 0, 1).reshape(k * cout, c, 1, 1))
+        table = z.permute(0, 2, 3, 1).reshape(n * h * w * k, cout)
+        kernel_point = torch.arange(k, device=x.device).repeat(n * ho * wo)
+        index = [i * k + kernel_point for i in index]
+    else:
+        table = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    sampled = torch.index_select(table, 0, index[0]) * weights[0]
     for i, wt in zip(index[1:], weights[1:]):
-        columns = columns + torch.index_select(table, 0, i) * wt
-    # [N*Ho*Wo*K, C] -> [N*Ho*Wo, K*C] @ [K*C, Cout], kernel reordered to the (k, c) column order.
-    out = F.linear(columns.reshape(n * ho * wo, kh * kw * c), weight.permute(0, 2, 3, 1).reshape(cout, -1), bias)
+        sampled = sampled + torch.index_select(table, 0, i) * wt
+    if cout < c:
+        out = sampled.reshape(n * ho * wo, k, cout).sum(dim=1)
+        out = out if bias is None else out + bias
+    else:
+        # [N*Ho*Wo*K, C] -> [N*Ho*Wo, K*C] @ [K*C, Cout], kernel reordered to the (k, c) column order.
+        out = F.linear(sampled.reshape(n * ho * wo, k * c), weight.permute(0, 2, 3, 1).reshape(cout, -1), bias)
     return out.reshape(n, ho, wo, cout).permute(0, 3, 1, 2)
 
 

@@ -13,7 +13,7 @@ import torch.nn as nn
 from mobilekit.config import DeployConfig
 from mobilekit.converters import export_model, open_runtime, randomize_for_testing
 from mobilekit.converters.metadata import atomic_output, read_sidecar, sha256_file
-from mobilekit.converters.onnx_export import ExportError, fuse_conv_bn_pairs, module_path_from_node, prepare_deploy_module
+from mobilekit.converters.onnx_export import ExportError, fold_batchnorms, module_path_from_node, prepare_deploy_module
 from mobilekit.converters.parity import load_inputs
 from mobilekit.converters.pipeline import resolve_formats
 from mobilekit.converters.tflite_export import _describe_failure
@@ -148,14 +148,17 @@ def test_randomize_for_testing_is_deterministic():
             assert torch.equal(va, vb), ka
 
 
-def test_fuse_conv_bn_pairs_counts_sequential_pairs():
-    block = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+def test_fold_batchnorms_into_convs_or_channel_affines():
+    block = nn.Sequential(
+        nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.BatchNorm2d(4)
+    )
     randomize_for_testing(block, seed=1)
     x = torch.randn(1, 3, 8, 8)
     with torch.no_grad():
         expected = block(x)
-        assert fuse_conv_bn_pairs(block) == 2
+        assert fold_batchnorms(block) == {"into_conv": 2, "into_affine": 1}
         torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in block.modules())
 
 
 def test_module_path_from_onnx_node_name():

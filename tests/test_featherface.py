@@ -110,12 +110,12 @@ def test_folding_preprocessing_is_exact(featherface):
             assert torch.allclose(a, b, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_onnx_export_matches_pytorch_with_random_offsets(name, tmp_path):
+def test_onnx_export_matches_pytorch_with_random_offsets(tmp_path):
+    """The CBAM variant holds every V1 module plus CBAM: one export covers both."""
     ort = pytest.importorskip("onnxruntime")
     from mobilekit.models import DeployModule
 
-    model = create_model(name).eval()
+    model = create_model("featherface_v1_cbam").eval()
     randomize_offsets(model, offset_std=2.0)
     model.fold_input_preprocessing()
     x = torch.rand(1, 3, 96, 128) * 255

@@ -229,3 +229,17 @@ def test_eval_command_and_user_errors(trained, tiny_data, tmp_path, capsys) -> N
             main(argv)
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_batchnorm_recalibration_gives_the_exact_statistics_of_the_batches() -> None:
+    from mobilekit.training.batchnorm import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=0.01)).eval()
+    batches = [torch.randn(4, 3, 5, 5) * 3 + 1 for _ in range(3)]
+    assert recalibrate_batchnorm(model, batches, max_images=8) == 8
+    with torch.no_grad():
+        features = torch.cat([model[0](b) for b in batches[:2]])
+    bn = model[1]
+    assert torch.allclose(bn.running_mean, features.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert bn.momentum == 0.01 and not model.training

@@ -21,9 +21,9 @@ err_console = Console(stderr=True)
 
 
 def _register_commands() -> None:
-    from mobilekit.cli import benchmark, data, eval, export, package, params, parity, predict, train
+    from mobilekit.cli import benchmark, data, eval, export, package, params, parity, predict, run, train
 
-    for module in (predict, params, data, benchmark, export, parity, package, train, eval):
+    for module in (run, predict, params, data, train, eval, export, parity, benchmark, package):
         module.register(app)
 
 

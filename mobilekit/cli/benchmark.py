@@ -114,20 +114,20 @@ def benchmark(
         raise MobilekitError(str(exc)) from None
     thread_counts = parse_int_list(threads, "--threads") if threads else default_threads()
     console = Console(stderr=True)
+    json_path = json_out or out_dir / f"benchmark_{device}_{time.strftime('%Y%m%d-%H%M%S')}.json"
     with tempfile.TemporaryDirectory(prefix="mobilekit_bench_onnx_") as scratch:
         cases = plan_cases(targets, parse_sizes(imgsz), thread_counts, device, chosen, str(weights) if weights else None, Path(scratch))
         if not cases:
             raise MobilekitError(f"nothing to benchmark for {targets} with --backends {','.join(chosen)} --device {device} --imgsz {imgsz}")
         console.print(f"{len(cases)} measurements on {device}, threads {thread_counts}, image {image_path.name}")
 
-        def progress(row: dict) -> None:
+        def progress(partial: dict, row: dict) -> None:
             status = f"{row['model_only']['median_ms']:.2f} ms ({row['provider_used']})" if row["status"] == "ok" else f"{row['status']}: {row['reason']}"
             console.print(f"  {row['model']} {row['label']} {'x'.join(map(str, row['imgsz']))} t{row['threads']}: {status}")
+            write_json(partial, json_path)  # an interrupted run keeps the rows measured so far
 
         report = run_suite(cases, timing, image_path, PostprocessConfig(conf_threshold=conf), isolate, peak, progress)
     print_report(report, Console())
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    json_path = json_out or out_dir / f"benchmark_{device}_{stamp}.json"
     write_json(report, json_path)
     plot_path = plot_report(report, plot or json_path.with_suffix(".png"))
     console.print(f"report written to {json_path} and {plot_path}")

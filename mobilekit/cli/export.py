@@ -32,8 +32,7 @@ def export(
 ) -> None:
     """Export a detector; every file gets a sidecar JSON (input/output contract, priors, sha256, versions, timings).
 
-    Without format flags: ONNX, simplified ONNX, TFLite fp32 and fp16. Input of every file: raw RGB
-    0-255 (NCHW float32 for ONNX, NHWC for TFLite; uint8 for the full-integer TFLite).
+    Without format flags: ONNX, simplified ONNX, TFLite fp32 and fp16. Every file takes raw RGB 0-255: NCHW float32 for ONNX, NHWC for TFLite (uint8 for the full-integer TFLite).
 
     Examples:
 
@@ -77,7 +76,8 @@ def _print_summary(console: Console, paths: list[Path]) -> None:
     from mobilekit.converters.metadata import read_sidecar
 
     table = Table(title="exported")
-    for column in ("file", "size", "seconds", "notes"):
+    table.add_column("file", overflow="fold")
+    for column in ("size", "seconds", "notes"):
         table.add_column(column)
     notes: list[str] = []
     for path in paths:

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 
 def parity(
@@ -20,9 +21,9 @@ def parity(
 ) -> None:
     """Compare PyTorch, ONNX Runtime and every TFLite file on the same preprocessed images.
 
-    Per output: max/mean abs error, cosine. Per image after decode + NMS: faces matched at IoU >= 0.5,
-    mean IoU, score and landmark differences, missed/extra faces. fp32 files must match tensors to
-    1e-4; fp16 and int8 are judged on detections. Exit status 1 when any file fails.
+    Per output: max/mean abs error and cosine. Per image after decode + NMS: faces matched at IoU >= 0.5, mean IoU, score and landmark differences, missed/extra faces.
+
+    fp32 files must match every output tensor to 1e-4; fp16 and int8 are judged on detections. Exit status 1 when any file fails.
 
     Examples:
 
@@ -31,11 +32,28 @@ def parity(
       mobilekit parity exports/ --images photos/ --json parity.json --report parity.md
     """
     from mobilekit.converters.parity import check_artefacts
-    from mobilekit.converters.parity_report import markdown, write_json, write_markdown, write_plot
+    from mobilekit.converters.parity_report import write_json, write_markdown, write_plot
 
     result = check_artefacts(export_dir, images, weights, num_threads=threads, xnnpack=xnnpack)
+    table = Table(title=f"parity vs PyTorch on {len(result['images'])} images ({result['tflite_kernels']})")
+    table.add_column("file", overflow="fold")
+    for column in ("precision", "worst max abs", "faces matched", "mean IoU", "result"):
+        table.add_column(column)
+    for a in result["artefacts"]:
+        faces = a["faces"]
+        table.add_row(
+            a["file"],
+            a["precision"],
+            f"{max(m['max_abs'] for m in a['tensors'].values()):.3g}",
+            f"{faces['matched']}/{faces['faces']}",
+            "-" if faces["mean_iou"] is None else f"{faces['mean_iou']:.4f}",
+            "[green]PASS[/]" if a["passed"] else "[bold red]FAIL[/]",
+        )
     console = Console()
-    console.print(markdown(result), markup=False, highlight=False)
+    console.print(table)
+    for a in result["artefacts"]:
+        if not a["passed"]:
+            console.print(f"{a['file']}: {a['criterion']} -> {a['verdict']}", markup=False, highlight=False)
     if json_out:
         write_json(result, json_out)
     if report:

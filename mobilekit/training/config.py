@@ -43,6 +43,7 @@ class TrainConfig:
     ema_decay: float = 0.998
     ema_tau: float = 100.0  # EMA warm-up in optimiser steps
     loc_weight: float = 2.0
+    bn_calibration_images: int = 64  # recompute batch-norm statistics on this many training images before each evaluation (0: off)
     eval_every: int = 1
     eval_imgsz: int | None = None  # None: imgsz
     resume: str | None = None

@@ -26,6 +26,7 @@ from mobilekit.checkpoint import atomic_save, load_backbone, load_weights
 from mobilekit.errors import MobilekitError
 from mobilekit.models import create_model
 from mobilekit.training.autobatch import auto_batch_size
+from mobilekit.training.batchnorm import recalibrate_batchnorm
 from mobilekit.training.config import TrainConfig
 from mobilekit.training.distill import DistillationLoss, default_teacher_model
 from mobilekit.training.distributed import DistInfo, all_finite, barrier, cleanup, init_distributed
@@ -335,11 +336,13 @@ class Trainer:
         stats.update(images_per_s=images_seen * self.dist.world_size / elapsed, epoch_time_s=elapsed, skipped_images=skipped)
         return stats
 
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
     def _step(self, images: torch.Tensor, targets: list[torch.Tensor], epoch: int, step: int) -> dict[str, float]:
         cfg = self.cfg
-        images = images.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = self._to_device(images)
         targets = [t.to(self.device, non_blocking=True) for t in targets]
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
         with autocast:
@@ -371,6 +374,11 @@ class Trainer:
             self.ema.update(self.model)
         return {"total": float(total.detach()), **{k: float(v) for k, v in parts.items()}}
 
+    def recalibrate(self, epoch: int) -> None:
+        """Precise batch-norm statistics for the weights that get evaluated and deployed."""
+        batches = (self._to_device(images) for images, _, _ in self._loader(epoch))
+        recalibrate_batchnorm(self.eval_model(), batches, self.cfg.bn_calibration_images)
+
     def validate(self) -> dict:
         from mobilekit.evaluation.ap import evaluate_dataset
 
@@ -390,6 +398,7 @@ class Trainer:
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **stats}
             if self.dist.is_main:
                 last_epoch = epoch + 1 == cfg.epochs
+                self.recalibrate(epoch)
                 if self.has_val and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
                     val = self.validate()
                     row.update(val_ap50=val["ap50"], val_recall=val["recall"])

@@ -1,0 +1,50 @@
+"""``mobilekit run``: the whole mission in one command (the embedded default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mobilekit.errors import MobilekitError
+from mobilekit.pipeline import Pipeline, PipelineConfig
+
+
+def run(
+    model: str = typer.Option("featherface_v1", "--model", help="Registered model to train and ship."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Your dataset (train/label.txt, val/label.txt); default: synthetic."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Training YAML (see `mobilekit train --help`)."),
+    out: Path = typer.Option(Path("runs/default"), "--out", help="Where every step writes its results."),
+    flutter_out: Optional[Path] = typer.Option(None, "--flutter-out", help="Flutter asset folder (default flutter_assets/MODEL)."),
+    imgsz: int = typer.Option(320, "--imgsz", help="Training, evaluation and export input size."),
+    epochs: int = typer.Option(14, "--epochs", help="Training epochs."),
+    images: int = typer.Option(300, "--images", help="Synthetic images to make when no --data is given."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete OUT first instead of resuming."),
+) -> None:
+    """Make data, train, evaluate, export (ONNX, simplified ONNX, TFLite fp32/fp16/int8), check parity,
+    benchmark and package Flutter assets, printing a summary of where everything is.
+
+    Re-running resumes: the dataset and finished training are reused, exports and packages are replaced.
+
+    Examples:
+
+      mobilekit run
+
+      mobilekit run --model featherface_v2 --data ~/widerface --device cuda --imgsz 640 --epochs 100
+    """
+    pipeline = Pipeline(
+        PipelineConfig(
+            model=model, out=out, data=data, train_config=config, synth_images=images, imgsz=imgsz,
+            epochs=epochs, device=device, flutter_out=flutter_out, fresh=fresh,
+        )
+    )
+    results = pipeline.run()
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        raise MobilekitError(f"the pipeline finished but these checks failed: {', '.join(failed)} (see {out})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

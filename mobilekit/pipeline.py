@@ -1,0 +1,199 @@
+"""The embedded default, end to end: data -> train -> evaluate -> export -> parity -> benchmark -> package.
+
+Every step reuses the library (no second implementation of anything) and is re-runnable: data and
+training resume from what is on disk, exports and packages are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from mobilekit.errors import MobilekitError
+
+
+@dataclass
+class PipelineConfig:
+    model: str = "featherface_v1"
+    out: Path = Path("runs/default")
+    data: Path | None = None  # None: a synthetic dataset is made in out/data
+    train_config: Path | None = None  # YAML with training settings (overridden by the fields below)
+    synth_images: int = 300
+    imgsz: int = 320  # training, evaluation and export size
+    epochs: int = 14
+    device: str = "auto"
+    seed: int = 0
+    calib_count: int = 64
+    flutter_out: Path | None = None  # default: flutter_assets/<model>
+    fresh: bool = False
+
+
+@dataclass
+class StepResult:
+    name: str
+    seconds: float
+    summary: str
+    path: str
+    ok: bool = True
+    details: dict = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, cfg: PipelineConfig, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.console = console or Console()
+        self.out = Path(cfg.out)
+        self.data = Path(cfg.data) if cfg.data else self.out / "data"
+        self.train_dir = self.out / "train"
+        self.export_dir = self.out / "export"
+        self.flutter_out = Path(cfg.flutter_out) if cfg.flutter_out else Path("flutter_assets") / cfg.model
+        self.results: list[StepResult] = []
+        self.weights: Path | None = None
+
+    # -- steps ----------------------------------------------------------------------------------
+    def make_data(self) -> StepResult:
+        from mobilekit.data.synth import make_synthetic_dataset
+
+        if self.cfg.data:
+            for split in ("train", "val"):
+                if not (self.data / split / "label.txt").is_file():
+                    raise MobilekitError(f"--data {self.data} has no {split}/label.txt (expected the RetinaFace layout)")
+            return StepResult("data", 0.0, "user dataset", str(self.data))
+        done = self.data / ".complete"
+        if done.is_file() and done.read_text() == self._data_signature():
+            return StepResult("data", 0.0, "synthetic dataset already present (reused)", str(self.data))
+        make_synthetic_dataset(self.data, self.cfg.synth_images, seed=self.cfg.seed, imgsz=self.cfg.imgsz)
+        done.write_text(self._data_signature())
+        return StepResult("data", 0.0, f"{self.cfg.synth_images} synthetic images ({self.cfg.imgsz} px)", str(self.data))
+
+    def _data_signature(self) -> str:
+        return json.dumps({"images": self.cfg.synth_images, "seed": self.cfg.seed, "imgsz": self.cfg.imgsz})
+
+    def train(self) -> StepResult:
+        from mobilekit.training.config import load_config
+        from mobilekit.training.loop import LAST, train
+
+        overrides = {
+            "model": self.cfg.model,
+            "data": str(self.data),
+            "out": str(self.train_dir),
+            "imgsz": self.cfg.imgsz,
+            "epochs": self.cfg.epochs,
+            "device": self.cfg.device,
+            "seed": self.cfg.seed,
+        }
+        if (self.train_dir / LAST).is_file():
+            overrides["resume"] = str(self.train_dir / LAST)
+        result = train(load_config(self.cfg.train_config, overrides))
+        self.weights = result.best_weights
+        ap = result.metrics.get("best_val_ap50")
+        summary = f"{result.metrics['epochs']} epochs, best val AP50 {ap:.3f}" if ap is not None else f"{result.metrics['epochs']} epochs"
+        return StepResult("train", 0.0, summary, str(result.best_weights), details={k: v for k, v in result.metrics.items() if k != "history"})
+
+    def evaluate(self) -> StepResult:
+        from mobilekit.evaluation.ap import evaluate_dataset
+        from mobilekit.inference import load_model
+
+        model = load_model(self.cfg.model, self.weights)
+        metrics = evaluate_dataset(model, self.data, "val", self.cfg.imgsz)
+        (self.out / "eval.json").write_text(json.dumps(metrics, indent=2))
+        summary = f"val AP50 {metrics['ap50']:.3f}, recall {metrics['recall']:.3f} on {metrics['images']} images"
+        return StepResult("evaluate", 0.0, summary, str(self.out / "eval.json"), details=metrics)
+
+    def export(self) -> StepResult:
+        from mobilekit.converters.model_source import build_source_model, source_metadata
+        from mobilekit.converters.pipeline import FORMATS, export_model
+
+        model = build_source_model(self.cfg.model, self.weights)
+        paths = export_model(
+            model,
+            self.cfg.imgsz,
+            self.export_dir,
+            formats=FORMATS,
+            calib_images=self.data / "val" / "images",
+            calib_count=self.cfg.calib_count,
+            source=source_metadata(self.weights, None),
+        )
+        return StepResult("export", 0.0, ", ".join(p.name for p in paths), str(self.export_dir))
+
+    def parity(self) -> StepResult:
+        from mobilekit.converters.parity import check_artefacts
+        from mobilekit.converters.parity_report import write_json, write_markdown, write_plot
+
+        report = check_artefacts(self.export_dir, self.data / "val" / "images", self.weights)
+        write_json(report, self.out / "parity.json")
+        write_markdown(report, self.out / "parity.md")
+        write_plot(report, self.out / "parity.png")
+        verdicts = {a["artefact"]: a["passed"] for a in report["artefacts"]}
+        failed = [name for name, ok in verdicts.items() if not ok]
+        summary = f"{len(verdicts) - len(failed)}/{len(verdicts)} artefacts pass" + (f" (FAILED: {', '.join(failed)})" if failed else "")
+        return StepResult("parity", 0.0, summary, str(self.out / "parity.md"), ok=not failed)
+
+    def benchmark(self) -> StepResult:
+        from mobilekit.benchmarks.cases import plan_cases
+        from mobilekit.benchmarks.report import plot_report, print_report, write_json
+        from mobilekit.benchmarks.suite import run_suite
+        from mobilekit.benchmarks.timing import TimingConfig
+        from mobilekit.postprocess import PostprocessConfig
+
+        cases = plan_cases([str(self.export_dir)], [(self.cfg.imgsz, self.cfg.imgsz)], [2], backends=("torch", "onnxruntime", "tflite"))
+        image = sorted((self.data / "val" / "images").iterdir())[0]
+        report = run_suite(cases, TimingConfig(warmup=2, runs=10, min_seconds=0.5), image, PostprocessConfig(), isolate=False)
+        write_json(report, self.out / "benchmark.json")
+        plot_report(report, self.out / "benchmark.png")
+        print_report(report, self.console)
+        fastest = min((r for r in report["rows"] if r.get("model_only")), key=lambda r: r["model_only"]["median_ms"], default=None)
+        summary = f"{len(report['rows'])} backends; fastest {fastest['backend']} {fastest['model_only']['median_ms']:.1f} ms" if fastest else "no rows"
+        return StepResult("benchmark", 0.0, summary, str(self.out / "benchmark.json"))
+
+    def package(self) -> StepResult:
+        from mobilekit.flutter.package import package_export
+
+        folder = package_export(self.export_dir, self.flutter_out, "fp32")
+        return StepResult("package", 0.0, "model.tflite, model_meta.json, anchors.json, golden/, lib/", str(folder))
+
+    # -- driver ---------------------------------------------------------------------------------
+    def steps(self) -> list[tuple[str, Callable[[], StepResult]]]:
+        return [
+            ("make data", self.make_data),
+            ("train", self.train),
+            ("evaluate", self.evaluate),
+            ("export", self.export),
+            ("parity", self.parity),
+            ("benchmark", self.benchmark),
+            ("package", self.package),
+        ]
+
+    def run(self) -> list[StepResult]:
+        if self.cfg.fresh and self.out.exists():
+            import shutil
+
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        steps = self.steps()
+        total_start = time.perf_counter()
+        for index, (title, step) in enumerate(steps, 1):
+            self.console.rule(f"[bold]step {index}/{len(steps)}: {title}")
+            start = time.perf_counter()
+            result = step()
+            result.seconds = time.perf_counter() - start
+            self.results.append(result)
+            self.console.print(f"[green]done[/] {title} in {result.seconds:.0f} s: {result.summary}")
+        summary = {"total_seconds": time.perf_counter() - total_start, "steps": [asdict(r) for r in self.results]}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        self.console.print(self.table(summary["total_seconds"]))
+        return self.results
+
+    def table(self, total_seconds: float) -> Table:
+        table = Table(title=f"mobilekit run: {self.cfg.model} ({total_seconds / 60:.1f} min)")
+        for column in ("step", "time", "result", "where"):
+            table.add_column(column)
+        for r in self.results:
+            table.add_row(r.name, f"{r.seconds:.0f} s", r.summary if r.ok else f"[red]{r.summary}[/]", r.path)
+        return table
