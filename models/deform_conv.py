@@ -13,8 +13,8 @@ gather from a channels-last table, the weighted rows are summed. Where the layer
 (Cout < C) the kernel is applied first (one 1x1 conv to K*Cout channels, gathers of Cout-wide
 rows, sum over the K kernel points), otherwise the C-wide input rows are gathered and ONE matrix
 multiply over the ``K*C`` sampled columns gives the output: either way the gathered and weighted
-tensors, which dominate the run time, are min(C, Cout) wide. Only Conv, Floor, Clip, Gather, MatMul
-and elementwise ops on tensors of rank <= 4 (2-D for the big ones): no ``grid_sample``, no custom
+tensors, which dominate the run time, are min(C, Cout) wide. Only Conv, Floor, Clip, Gather, MatMul,
+ReduceSum and elementwise ops on tensors of rank <= 4 (2-D for the big ones): no ``grid_sample``, no custom
 op, static shapes given the input. Indices are computed in float32 (exact below 2**24 input pixels
 per batch).
 """
@@ -34,7 +34,7 @@ def _bilinear_taps(
     dy: torch.Tensor, dx: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], kernel: tuple[int, int],
     stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Row indices [M] into the ``[N*H*W, C]`` table and weights [M, 1] of the four bilinear
+    """Pixel indices [M] (int32, into ``N*H*W`` channels-last rows) and weights [M, 1] of the four bilinear
     neighbours, M = N*Ho*Wo*K ordered (n, ho, wo, k); out-of-image neighbours weigh zero."""
     n, k, ho, wo = dy.shape
     h, w = size
@@ -65,7 +65,7 @@ def _bilinear_taps(
     def flat(t: torch.Tensor) -> torch.Tensor:
         return t.permute(0, 2, 3, 1).reshape(-1)
 
-    index = [flat(r + c).to(torch.int64) for r in (row0, row1) for c in (col0, col1)]
+    index = [flat(r + c).to(torch.int32) for r in (row0, row1) for c in (col0, col1)]
     weights = [flat(a * b).unsqueeze(1) for a in (wy0, wy1) for b in (wx0, wx1)]
     return index, weights
 
@@ -92,7 +92,7 @@ def deform_conv2d_from_maps(
         # to K*Cout channels, then gather Cout-wide rows (row = pixel * K + k) and sum over k.
         z = F.conv2d(x, weight.permute(2, 3, 0, 1).reshape(k * cout, c, 1, 1))
         table = z.permute(0, 2, 3, 1).reshape(n * h * w * k, cout)
-        kernel_point = torch.arange(k, device=x.device).repeat(n * ho * wo)
+        kernel_point = torch.arange(k, dtype=torch.int32, device=x.device).repeat(n * ho * wo)
         index = [i * k + kernel_point for i in index]
     else:
         table = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
