@@ -2,7 +2,7 @@
 
 End-to-end = ``resize_to_input`` + layout/dtype conversion + inference + ``decode_outputs`` (decode,
 threshold, NMS) on a real photo. Peak memory is measured only in a fresh subprocess per case
-(``ru_maxrss`` of that process, and its growth over the RSS after imports: the runtime, model load
+(the peak RSS of that process, and its growth over the RSS after imports: the runtime, model load
 and runs), because RSS of a long-lived process says nothing about one backend.
 """
 
@@ -25,7 +25,10 @@ from mobilekit.errors import MobilekitError
 from mobilekit.image_io import read_image, resize_to_input
 from mobilekit.postprocess import PostprocessConfig, decode_outputs
 
-MEMORY_METHOD = "fresh subprocess per case: peak = ru_maxrss; delta = ru_maxrss - RSS after importing torch and the runtime"
+MEMORY_METHOD = (
+    "fresh subprocess per case: peak = VmHWM of /proc/self/status (peak RSS since exec; ru_maxrss would include "
+    "the parent's RSS at fork); delta = peak - RSS after importing torch and the runtime"
+)
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -97,6 +100,18 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process image (``VmHWM``); ``ru_maxrss`` where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure_isolated(case: Case, timing: TimingConfig, image_path: Path, post: PostprocessConfig, timeout_s: float = 1800) -> dict:
     """Row for ``case`` measured in a fresh ``python`` process (adds ``memory``)."""
     if case.unavailable is not None:
@@ -125,7 +140,7 @@ def _child_main() -> None:
     image = read_image(job["image"])
     baseline = _rss_mb()
     row = measure_case(case, TimingConfig(**job["timing"]), image, PostprocessConfig(**job["post"]))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     row["memory"] = {"peak_rss_mb": round(peak, 1), "delta_rss_mb": round(peak - baseline, 1), "method": MEMORY_METHOD}
     print(json.dumps(row))
 

@@ -54,6 +54,15 @@ def retinaface_parity(retinaface_export, shared: Path, tmp_path_factory) -> dict
 
 
 @pytest.fixture(scope="session")
+def two_shared_images(shared: Path, tmp_path_factory) -> Path:
+    """A folder linking two of the shared photos (parity of random-weight exports needs no more)."""
+    folder = tmp_path_factory.mktemp("two_images")
+    for name in ("crowd_624x1024.jpg", "two_people_720x1280.jpg"):
+        (folder / name).symlink_to(shared / "images" / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def random_export_factory(tmp_path_factory):
     """``export(name)`` -> export dir of a randomly initialised (BN-randomised) model at 256x256:
     ONNX, simplified ONNX and TFLite fp32; cached per model for the session."""

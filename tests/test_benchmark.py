@@ -137,7 +137,7 @@ def test_isolated_case_reports_memory(exports, photo):
     check_stats(row["model_only"], TINY.runs)
     memory = row["memory"]
     assert memory["peak_rss_mb"] > 0 and 0 <= memory["delta_rss_mb"] <= memory["peak_rss_mb"]
-    assert "ru_maxrss" in memory["method"]
+    assert "VmHWM" in memory["method"]
 
 
 def test_add_compute_fraction_of_peak():

@@ -32,6 +32,7 @@ def test_parameter_count_is_exact(name, params):
 
 
 def test_reproduces_reference_raw_outputs(featherface, shared):
+    # Landmarks: the reference's own float32 error reaches 1.46e-4 (see the next test); ours is 1.4e-4 off it.
     assert_reproduces_raw_outputs(featherface, shared, "featherface_v1", atol=1e-4, atol_landmarks=2e-4)
 
 

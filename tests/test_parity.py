@@ -79,21 +79,21 @@ def test_parity_without_exports_is_a_clear_error(tmp_path, shared):
 
 
 @pytest.mark.slow
-def test_parity_on_a_random_init_export_rebuilds_the_same_model(random_export_factory, shared):
+def test_parity_on_a_random_init_export_rebuilds_the_same_model(random_export_factory, two_shared_images):
     """The sidecar's seed rebuilds the randomised PyTorch model exactly: ONNX matches it to 1e-4."""
     export_dir = random_export_factory("retinaface_mnet025")
     onnx_only = export_dir.parent / "random_onnx_only"
     onnx_only.mkdir(exist_ok=True)
     for suffix in (".onnx", ".json"):
         shutil.copy(export_dir / f"retinaface_mnet025_256{suffix}", onnx_only)
-    report = check_artefacts(onnx_only, shared / "images")
+    report = check_artefacts(onnx_only, two_shared_images)
     assert report["passed"], report["artefacts"][0]["verdict"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(__import__("mobilekit.models", fromlist=["list_models"]).list_models()))
-def test_every_registered_model_fp32_files_match_pytorch(name, random_export_factory, shared):
-    report = check_artefacts(random_export_factory(name), shared / "images")
+def test_every_registered_model_fp32_files_match_pytorch(name, random_export_factory, two_shared_images):
+    report = check_artefacts(random_export_factory(name), two_shared_images)
     for artefact in report["artefacts"]:
         assert artefact["passed"], (artefact["file"], artefact["verdict"])
 

@@ -243,3 +243,11 @@ def test_batchnorm_recalibration_gives_the_exact_statistics_of_the_batches() -> 
     bn = model[1]
     assert torch.allclose(bn.running_mean, features.mean(dim=(0, 2, 3)), atol=1e-5)
     assert bn.momentum == 0.01 and not model.training
+
+
+def test_init_weights_start_the_model_from_a_checkpoint(trained, tiny_data, tmp_path) -> None:
+    _, run = trained
+    trainer = Trainer(tiny_config(tiny_data, tmp_path, init_weights=str(run / "best_weights.pth")))
+    expected = torch.load(run / "best_weights.pth", weights_only=True)
+    assert all(torch.equal(v, expected[k]) for k, v in trainer.model.state_dict().items())
+    trainer.close()

@@ -34,6 +34,7 @@ def train_command(
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (bf16 where supported, else fp16)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pt exactly (its settings are reused)."),
     pretrained_backbone: Optional[Path] = typer.Option(None, "--pretrained-backbone", help="ImageNet MobileNetV1-0.25 weights."),
+    init_weights: Optional[Path] = typer.Option(None, "--init-weights", help="Start from these weights (fine-tuning; keys that fit)."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher weights: adds distillation losses."),
     teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Teacher architecture (default featherface_v1 for featherface_v2)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (checkpoints, logs, curves)."),
@@ -50,9 +51,9 @@ def train_command(
 
     Examples:
 
-      mobilekit data synth synth/ --images 400 --imgsz 320
+      mobilekit data synth --out synth/ --images 300 --imgsz 256
 
-      mobilekit train --model featherface_v1 --data synth/ --epochs 30 --out runs/v1
+      mobilekit train --model featherface_v1 --data synth/ --pretrained-backbone mobilenetv1_025_imagenet.tar --out runs/v1
 
       mobilekit train --model featherface_v2 --data synth/ --teacher runs/v1/best_weights.pth --out runs/v2
 
@@ -66,6 +67,7 @@ def train_command(
         "model": model, "data": str(data) if data else None, "epochs": epochs, "batch": batch, "imgsz": imgsz,
         "device": device, "amp": amp, "resume": str(resume) if resume else None,
         "pretrained_backbone": str(pretrained_backbone) if pretrained_backbone else None,
+        "init_weights": str(init_weights) if init_weights else None,
         "teacher": str(teacher) if teacher else None, "teacher_model": teacher_model, "out": str(out) if out else None,
         "workers": workers, "threads": threads, "lr": lr, "optimizer": optimizer, "seed": seed, "progress": progress,
     }  # fmt: skip

@@ -50,7 +50,7 @@ class TrainConfig:
     eval_imgsz: int | None = None  # None: imgsz
     resume: str | None = None
     pretrained_backbone: str | None = None
-    init_weights: str | None = None
+    init_weights: str | None = None  # start from these weights (every key that fits), e.g. to fine-tune
     teacher: str | None = None
     teacher_model: str | None = None  # None: featherface_v1 when the student is featherface_v2, else the student
     kd_temperature: float = 2.0

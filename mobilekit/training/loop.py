@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mobilekit.checkpoint import atomic_save, load_backbone, load_weights
+from mobilekit.checkpoint import atomic_save, load_backbone, load_partial, load_weights
 from mobilekit.errors import MobilekitError
+from mobilekit.inference import resolve_device
 from mobilekit.models import create_model
 from mobilekit.training.autobatch import auto_batch_size
 from mobilekit.training.batchnorm import recalibrate_batchnorm
@@ -122,6 +123,9 @@ class Trainer:
         if cfg.pretrained_backbone:
             report = load_backbone(self.model, cfg.pretrained_backbone)
             self.log(f"backbone: {report.describe()} from {cfg.pretrained_backbone}")
+        if cfg.init_weights:
+            report = load_partial(self.model, cfg.init_weights)
+            self.log(f"initial weights: {report.describe()} from {cfg.init_weights}")
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -152,12 +156,10 @@ class Trainer:
 
     @staticmethod
     def _resolve_device(name: str) -> torch.device:
-        if name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise MobilekitError(f"--device {name} was requested but no CUDA device is available (use --device cpu or auto)")
-        return device
+        try:
+            return resolve_device(name)
+        except RuntimeError as exc:
+            raise MobilekitError(f"{exc} (use --device cpu or auto)") from None
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.cfg.amp:
