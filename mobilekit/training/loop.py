@@ -301,7 +301,7 @@ class Trainer:
     def _progress(self) -> Progress:
         return Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(bar_width=24),
+            BarColumn(bar_width=16),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
@@ -331,8 +331,8 @@ class Trainer:
                 steps += 1
                 images_seen += images.shape[0]
                 rate = images_seen / (time.perf_counter() - start)
-                shown = " ".join(f"{k}={v / steps:.3f}" for k, v in sums.items())
-                progress.update(task, advance=1, info=f"{shown} lr={self.optimizer.param_groups[0]['lr']:.2e} {rate:.1f} img/s")
+                shown = " ".join(f"{k.replace('total', 'loss').replace('landmarks', 'lmk')} {v / steps:.3g}" for k, v in sums.items())
+                progress.update(task, advance=1, info=f"{shown} | lr {self.optimizer.param_groups[0]['lr']:.1e} | {rate:.1f} img/s")
         elapsed = time.perf_counter() - start
         stats = {f"loss_{k}" if k != "total" else "loss": v / max(steps, 1) for k, v in sums.items()}
         stats.update(images_per_s=images_seen * self.dist.world_size / elapsed, epoch_time_s=elapsed, skipped_images=skipped)
