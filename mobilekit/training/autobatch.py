@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 CPU_DEFAULT_BATCH = 16
@@ -29,7 +31,9 @@ def auto_batch_size(model, criterion, imgsz: int, device: torch.device, amp_dtyp
         log(f"--batch auto needs a CUDA device to measure memory; using batch {CPU_DEFAULT_BATCH} on {device.type}")
         return CPU_DEFAULT_BATCH
     free, _ = torch.cuda.mem_get_info(device)
+    state = copy.deepcopy(model.state_dict())  # the trial steps must not touch batch-norm statistics
     small, large = _peak_bytes(model, criterion, 2, imgsz, device, amp_dtype), _peak_bytes(model, criterion, 4, imgsz, device, amp_dtype)
+    model.load_state_dict(state)
     per_image = max((large - small) / 2, 1.0)
     fixed = max(small - 2 * per_image, 0.0)
     batch = int((free * MEMORY_FRACTION - fixed) // per_image)
