@@ -85,7 +85,7 @@ def export_model(
     input_hw = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
     deploy = model.deploy
     check_input_size(input_hw, deploy)
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # the TFLite worker runs in its own folder
     check_output_dir(out_dir)
     variants = tuple(v for v in TFLITE_VARIANTS if v in formats)
     calibration = None

@@ -48,7 +48,7 @@ def convert_to_tflite(
         raise ExportError(f"unknown TFLite variant(s) {unknown}; choose from {TFLITE_VARIANTS}")
     if any(v.startswith("int8") for v in variants) and (calibration is None or len(calibration) == 0):
         raise ExportError("int8 TFLite export needs calibration images (--calib-images DIR)")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     finals = {v: tflite_path(out_dir, stem, v) for v in variants}
     targets = {v: partial_path(p) for v, p in finals.items()}
     import onnx

@@ -25,8 +25,9 @@ class PipelineConfig:
     data: Path | None = None  # None: a synthetic dataset is made in out/data
     train_config: Path | None = None  # YAML with training settings (overridden by the fields below)
     synth_images: int = 300
-    imgsz: int = 320  # training, evaluation and export size
-    epochs: int = 14
+    imgsz: int = 256  # synthetic data, training, evaluation and export size
+    epochs: int = 10
+    pretrained_backbone: Path | None = None  # default: the ImageNet MobileNet-0.25 in the shared folder, if present
     device: str = "auto"
     seed: int = 0
     calib_count: int = 64
@@ -88,6 +89,9 @@ class Pipeline:
             "device": self.cfg.device,
             "seed": self.cfg.seed,
         }
+        backbone = self._pretrained_backbone()
+        if backbone is not None:
+            overrides["pretrained_backbone"] = str(backbone)
         if (self.train_dir / LAST).is_file():
             overrides["resume"] = str(self.train_dir / LAST)
         result = train(load_config(self.cfg.train_config, overrides))
@@ -95,6 +99,18 @@ class Pipeline:
         ap = result.metrics.get("best_val_ap50")
         summary = f"{result.metrics['epochs']} epochs, best val AP50 {ap:.3f}" if ap is not None else f"{result.metrics['epochs']} epochs"
         return StepResult("train", 0.0, summary, str(result.best_weights), details={k: v for k, v in result.metrics.items() if k != "history"})
+
+    def _pretrained_backbone(self) -> Path | None:
+        from mobilekit.models import create_model
+        from mobilekit.paths import shared_dir
+
+        if self.cfg.pretrained_backbone is not None:
+            return Path(self.cfg.pretrained_backbone)
+        candidate = shared_dir() / "weights" / "mobilenetv1_025_imagenet.tar"
+        if candidate.is_file() and create_model(self.cfg.model).backbone_module() is not None:
+            return candidate
+        self.console.print("[yellow]no ImageNet backbone found: training from scratch (pass --pretrained-backbone)[/]")
+        return None
 
     def evaluate(self) -> StepResult:
         from mobilekit.evaluation.ap import evaluate_dataset
@@ -130,7 +146,7 @@ class Pipeline:
         write_json(report, self.out / "parity.json")
         write_markdown(report, self.out / "parity.md")
         write_plot(report, self.out / "parity.png")
-        verdicts = {a["artefact"]: a["passed"] for a in report["artefacts"]}
+        verdicts = {a["file"]: a["passed"] for a in report["artefacts"]}
         failed = [name for name, ok in verdicts.items() if not ok]
         summary = f"{len(verdicts) - len(failed)}/{len(verdicts)} artefacts pass" + (f" (FAILED: {', '.join(failed)})" if failed else "")
         return StepResult("parity", 0.0, summary, str(self.out / "parity.md"), ok=not failed)
@@ -148,8 +164,9 @@ class Pipeline:
         write_json(report, self.out / "benchmark.json")
         plot_report(report, self.out / "benchmark.png")
         print_report(report, self.console)
-        fastest = min((r for r in report["rows"] if r.get("model_only")), key=lambda r: r["model_only"]["median_ms"], default=None)
-        summary = f"{len(report['rows'])} backends; fastest {fastest['backend']} {fastest['model_only']['median_ms']:.1f} ms" if fastest else "no rows"
+        measured = [r for r in report["rows"] if r.get("status") == "ok"]
+        fastest = min(measured, key=lambda r: r["model_only"]["median_ms"], default=None)
+        summary = f"{len(measured)} backends; fastest {fastest['label']} {fastest['model_only']['median_ms']:.1f} ms" if fastest else "nothing measured"
         return StepResult("benchmark", 0.0, summary, str(self.out / "benchmark.json"))
 
     def package(self) -> StepResult:

@@ -34,6 +34,21 @@ def test_predict_writes_json_and_drawings(shared, weights, tmp_path):
     assert drawn.shape == (720, 1280, 3)
 
 
+def test_predict_writes_widerface_layout_that_the_evaluator_reads(shared, weights, tmp_path):
+    from mobilekit.evaluation.widerface import read_prediction_file
+
+    event = tmp_path / "images" / "0--Parade"
+    event.mkdir(parents=True)
+    (event / "0_Parade_test.jpg").write_bytes((shared / "images" / "two_people_720x1280.jpg").read_bytes())
+    result = run_cli("predict", str(tmp_path / "images"), "--weights", weights, "--widerface-out", str(tmp_path / "preds"), "--json", str(tmp_path / "o.json"))
+    assert result.returncode == 0, result.stderr
+    rows = read_prediction_file(tmp_path / "preds" / "0--Parade" / "0_Parade_test.txt")
+    faces = json.loads((tmp_path / "o.json").read_text())[0]["faces"]
+    assert len(rows) == len(faces)
+    x1, y1, x2, y2 = faces[0]["box_xyxy"]
+    np.testing.assert_allclose(rows[0, :4], [x1, y1, x2 - x1 + 1, y2 - y1 + 1], atol=0.06)
+
+
 def test_predict_converts_grayscale_and_rgba(shared, weights, tmp_path):
     bgr = cv2.imread(str(shared / "images" / "two_people_720x1280.jpg"))
     cv2.imwrite(str(tmp_path / "gray.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))

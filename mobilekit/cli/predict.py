@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from mobilekit.draw import draw_detections
+from mobilekit.evaluation.widerface import write_widerface_predictions
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import IMAGE_SUFFIXES, list_images, read_image
 from mobilekit.inference import detect_image, load_model, parse_size, resolve_device
@@ -53,6 +54,9 @@ def predict(
     imgsz: Optional[str] = typer.Option(None, "--imgsz", help="Inference size N or H,W (default: each image's own size)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write all detections to this JSON file."),
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write images with faces drawn here."),
+    widerface_out: Optional[Path] = typer.Option(
+        None, "--widerface-out", help="Also write official WIDER FACE prediction files DIR/EVENT/NAME.txt (EVENT = the image's folder)."
+    ),
     draw_score: float = typer.Option(0.5, "--draw-score", help="Only faces at or above this score are drawn."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
 ) -> None:
@@ -63,6 +67,8 @@ def predict(
       mobilekit predict photo.jpg --weights retinaface_mnet025_widerface.pth --save-dir out/
 
       mobilekit predict photos/ --model featherface_v1 --weights best.pth --imgsz 640 --json faces.json
+
+      mobilekit predict WIDER_val/images --weights best.pth --widerface-out preds/ && mobilekit eval widerface --preds preds/ --gt ../shared/widerface_eval
     """
     size = parse_size(imgsz)
     paths = expand_inputs(images)
@@ -77,6 +83,8 @@ def predict(
         results.append({"image": path.name, "width": image.shape[1], "height": image.shape[0], "faces": faces})
         shown = sum(f["score"] >= draw_score for f in faces)
         console.print(f"{path}: {shown} faces with score >= {draw_score} ({len(faces)} detections)")
+        if widerface_out is not None:
+            write_widerface_predictions(dets, widerface_out / path.parent.name / f"{path.stem}.txt")
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
             out = save_dir / f"{path.stem}_faces.jpg"

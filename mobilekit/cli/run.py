@@ -17,8 +17,11 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", help="Training YAML (see `mobilekit train --help`)."),
     out: Path = typer.Option(Path("runs/default"), "--out", help="Where every step writes its results."),
     flutter_out: Optional[Path] = typer.Option(None, "--flutter-out", help="Flutter asset folder (default flutter_assets/MODEL)."),
-    imgsz: int = typer.Option(320, "--imgsz", help="Training, evaluation and export input size."),
-    epochs: int = typer.Option(14, "--epochs", help="Training epochs."),
+    imgsz: int = typer.Option(256, "--imgsz", help="Synthetic data, training, evaluation and export input size."),
+    epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
+    pretrained_backbone: Optional[Path] = typer.Option(
+        None, "--pretrained-backbone", help="ImageNet MobileNet-0.25 (default: the shared folder's, when present)."
+    ),
     images: int = typer.Option(300, "--images", help="Synthetic images to make when no --data is given."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete OUT first instead of resuming."),
@@ -37,7 +40,7 @@ def run(
     pipeline = Pipeline(
         PipelineConfig(
             model=model, out=out, data=data, train_config=config, synth_images=images, imgsz=imgsz,
-            epochs=epochs, device=device, flutter_out=flutter_out, fresh=fresh,
+            epochs=epochs, pretrained_backbone=pretrained_backbone, device=device, flutter_out=flutter_out, fresh=fresh,
         )
     )
     results = pipeline.run()
