@@ -146,10 +146,15 @@ class Pipeline:
         write_json(report, self.out / "parity.json")
         write_markdown(report, self.out / "parity.md")
         write_plot(report, self.out / "parity.png")
-        verdicts = {a["file"]: a["passed"] for a in report["artefacts"]}
-        failed = [name for name, ok in verdicts.items() if not ok]
-        summary = f"{len(verdicts) - len(failed)}/{len(verdicts)} artefacts pass" + (f" (FAILED: {', '.join(failed)})" if failed else "")
-        return StepResult("parity", 0.0, summary, str(self.out / "parity.md"), ok=not failed)
+        failed = [a for a in report["artefacts"] if not a["passed"]]
+        # What is packaged (fp32) and fp16 must pass; an int8 shortfall is reported, not fatal.
+        blocking = [a["file"] for a in failed if a["precision"] != "int8"]
+        summary = f"{len(report['artefacts']) - len(failed)}/{len(report['artefacts'])} artefacts pass"
+        if failed:
+            summary += f" (below threshold: {', '.join(a['file'] for a in failed)})"
+            for a in failed:
+                self.console.print(f"[yellow]parity: {a['file']}: {a['verdict']}[/]")
+        return StepResult("parity", 0.0, summary, str(self.out / "parity.md"), ok=not blocking)
 
     def benchmark(self) -> StepResult:
         from mobilekit.benchmarks.cases import plan_cases
