@@ -59,13 +59,16 @@ def check_supported(deploy: DeployConfig, precision: str) -> None:
 
 def network_onnx(export_dir: str | Path, tflite_meta: dict, scratch: str | Path) -> Path:
     """The ONNX graph the export converted to TFLite (``tflite.converted_from``): taken from the export
-    folder, or re-simplified from the plain ONNX there into ``scratch`` (onnx2tf needs the same graph)."""
+    folder, or re-simplified from the plain ONNX there, always as a private copy in ``scratch``
+    (onnx2tf rewrites its input file; the export's files and their sha256 must not change)."""
+    import shutil
+
     from mobilekit.converters.onnx_export import simplify_onnx
 
     export_dir = Path(export_dir)
     converted_from = tflite_meta.get("tflite", {}).get("converted_from")
     if converted_from and (export_dir / converted_from).is_file():
-        return export_dir / converted_from
+        return Path(shutil.copy2(export_dir / converted_from, Path(scratch) / converted_from))
     from mobilekit.converters.metadata import artefact_stem
 
     plain = export_dir / f"{artefact_stem(tflite_meta['model']['name'], tuple(tflite_meta['input_hw']))}.onnx"
@@ -75,7 +78,7 @@ def network_onnx(export_dir: str | Path, tflite_meta: dict, scratch: str | Path)
         simplified = Path(scratch) / converted_from
         if simplify_onnx(plain, simplified)[0]:
             return simplified
-    return plain
+    return Path(shutil.copy2(plain, Path(scratch) / plain.name))
 
 
 def build_end_to_end(
