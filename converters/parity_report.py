@@ -24,7 +24,7 @@ def markdown(report: dict) -> str:
         f"Export folder: `{report['export_dir']}`  ",
         f"Images ({len(report['images'])}): {', '.join(report['images'])}  ",
         f"TFLite kernels: {report['tflite_kernels']}.  ",
-        f"Reference: PyTorch. Faces: score >= {report['face_score']}, matched one-to-one at IoU >= {report['match_iou']}.  ",
+        f"Reference: {report.get('reference', 'PyTorch')}. Faces: score >= {report['face_score']}, matched one-to-one at IoU >= {report['match_iou']}.  ",
         "fp32 files are judged on raw output tensors; fp16 and int8 on detections (reduced precision moves tensors by design).",
         "",
         f"**Overall: {'PASS' if report['passed'] else 'FAIL'}**",

@@ -53,9 +53,9 @@ def parse_size(imgsz: int | str | tuple[int, int] | None) -> tuple[int, int] | N
 
 @torch.no_grad()
 def run_model(model: FaceDetector, batch: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
-    """Deployment outputs by name for an RGB 0-255 NCHW batch."""
-    device = next(model.parameters()).device
-    x = torch.as_tensor(batch, dtype=torch.float32, device=device)
+    """Deployment outputs by name for an RGB 0-255 NCHW batch (computed in the model's own dtype)."""
+    param = next(model.parameters())
+    x = torch.as_tensor(batch, dtype=param.dtype, device=param.device)
     outputs = model.deploy_outputs(model(x))
     return dict(zip(model.deploy.output_names, outputs))
 
