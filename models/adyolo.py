@@ -167,12 +167,6 @@ class ADYOLOv5Face(FaceDetector):
     def deploy_outputs(self, raw: YoloRawOutputs) -> tuple[torch.Tensor]:
         return (decode_levels(raw.levels, self.deploy.yolo_anchors, raw.input_hw),)
 
-    def first_conv(self) -> nn.Conv2d:
-        return self.body.first_conv()
-
-    def backbone_module(self) -> nn.Module:
-        return self.body
-
     def component_modules(self) -> dict[str, nn.Module]:
         neck = self.neck
         return {

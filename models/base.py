@@ -45,8 +45,13 @@ class FaceDetector(nn.Module):
         return images
 
     def first_conv(self) -> nn.Conv2d:
-        """The convolution that sees the normalised image (used to fold preprocessing for export)."""
-        raise NotImplementedError
+        """The convolution that sees the normalised image (used to fold preprocessing for export).
+
+        Models built on the MobileNet backbone keep it as ``self.body``; others override this."""
+        backbone = self.backbone_module()
+        if backbone is None:
+            raise NotImplementedError(f"{type(self).__name__} must say which convolution sees the image")
+        return backbone.first_conv()
 
     @torch.no_grad()
     def fold_input_preprocessing(self) -> None:
@@ -85,8 +90,8 @@ class FaceDetector(nn.Module):
         return dict(self.named_children())
 
     def backbone_module(self) -> nn.Module | None:
-        """The MobileNet-0.25 backbone, where the model has one (for ImageNet pretraining)."""
-        return None
+        """The MobileNet-0.25 backbone (``self.body``), where the model has one (for ImageNet pretraining)."""
+        return getattr(self, "body", None)
 
 
 class DeployModule(nn.Module):

@@ -86,12 +86,6 @@ class FeatherFace(FaceDetector):
         features = [self.ssh1(features[0]), self.ssh2(features[1]), self.ssh3(features[2])]
         return apply_heads(self, [channel_shuffle(f, 2) for f in features])
 
-    def first_conv(self) -> nn.Conv2d:
-        return self.body.first_conv()
-
-    def backbone_module(self) -> nn.Module:
-        return self.body
-
     def component_modules(self) -> dict[str, nn.Module]:
         parts: dict[str, nn.Module] = {"backbone (MobileNetV1-0.25)": self.body}
         if self.backbone_cbam is not None:

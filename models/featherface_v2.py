@@ -79,12 +79,6 @@ class FeatherFaceV2(FaceDetector):
         landmarks = torch.cat([self.LandmarkHead(f) for f in features], dim=1)
         return loc, conf, landmarks
 
-    def first_conv(self) -> nn.Conv2d:
-        return self.body.first_conv()
-
-    def backbone_module(self) -> nn.Module:
-        return self.body
-
     def component_modules(self) -> dict[str, nn.Module]:
         return {
             "backbone (MobileNetV1-0.25)": self.body,

@@ -107,12 +107,6 @@ class RetinaFaceMobileNet(FaceDetector):
         features = [self.ssh1(pyramid[0]), self.ssh2(pyramid[1]), self.ssh3(pyramid[2])]
         return apply_heads(self, features)
 
-    def first_conv(self) -> nn.Conv2d:
-        return self.body.first_conv()
-
-    def backbone_module(self) -> nn.Module:
-        return self.body
-
     def component_modules(self) -> dict[str, nn.Module]:
         return {
             "backbone (MobileNetV1-0.25)": self.body,
