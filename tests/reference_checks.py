@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import copy
+
 import numpy as np
+import torch
 
 from mobilekit.box_coder import box_iou
 from mobilekit.image_io import read_image, to_nchw
@@ -45,3 +48,13 @@ def assert_reproduces_detections(model: FaceDetector, shared: Path, name: str) -
             assert abs(float(dets.scores[j]) - face["score"]) <= 1e-4, (result["image"], face)
             assert np.abs(dets.landmarks[j] - np.array(face["landmarks_xy"])).max() <= 0.5, (result["image"], face)
         assert int((dets.scores >= 0.5).sum()) == len(faces), result["image"]
+
+
+def assert_folding_is_exact(model: FaceDetector) -> None:
+    """Folding the channel order / std into the first conv (as export does) changes no output."""
+    folded = copy.deepcopy(model)
+    folded.fold_input_preprocessing()
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        for a, b in zip(model(x), folded(x)):
+            assert torch.allclose(a, b, atol=1e-4)

@@ -24,13 +24,6 @@ ADYOLO_PARAMS = 592_236
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny inputs: one thread is as fast and avoids OpenMP barrier stalls when cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def model() -> ADYOLOv5Face:

@@ -12,7 +12,7 @@ from mobilekit.inference import load_model, run_model
 from mobilekit.models import create_model
 from mobilekit.models.deform_conv import randomize_offsets
 from mobilekit.profiling import cost_breakdown
-from tests.reference_checks import assert_reproduces_detections, assert_reproduces_raw_outputs
+from tests.reference_checks import assert_folding_is_exact, assert_reproduces_detections, assert_reproduces_raw_outputs
 
 MODELS = ("featherface_v1", "featherface_v1_cbam")
 
@@ -101,14 +101,7 @@ def test_odd_input_sizes_give_one_prediction_per_prior():
 
 
 def test_folding_preprocessing_is_exact(featherface):
-    import copy
-
-    folded = copy.deepcopy(featherface)
-    folded.fold_input_preprocessing()
-    x = torch.rand(1, 3, 64, 64) * 255
-    with torch.no_grad():
-        for a, b in zip(featherface(x), folded(x)):
-            assert torch.allclose(a, b, atol=1e-4)
+    assert_folding_is_exact(featherface)
 
 
 def test_onnx_export_matches_pytorch_with_random_offsets(tmp_path):

@@ -9,7 +9,7 @@ from mobilekit.checkpoint import CheckpointError, atomic_save, load_backbone, lo
 from mobilekit.inference import load_model
 from mobilekit.models import create_model
 from mobilekit.profiling import cost_breakdown
-from tests.reference_checks import assert_reproduces_detections, assert_reproduces_raw_outputs
+from tests.reference_checks import assert_folding_is_exact, assert_reproduces_detections, assert_reproduces_raw_outputs
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +85,4 @@ def test_eval_batch_independent_and_train_step_at_batch_one():
 
 
 def test_folding_preprocessing_is_exact(retinaface):
-    import copy
-
-    folded = copy.deepcopy(retinaface)
-    folded.fold_input_preprocessing()
-    x = torch.rand(1, 3, 64, 64) * 255
-    with torch.no_grad():
-        for a, b in zip(retinaface(x), folded(x)):
-            assert torch.allclose(a, b, atol=1e-4)
+    assert_folding_is_exact(retinaface)
