@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilekit.benchmarks.backends import BackendUnavailable, OnnxRuntimeRunner, Runner, TfliteRunner, TorchRunner
+from mobilekit.benchmarks.backends import Runner, RuntimeRunner, TorchRunner
 from mobilekit.benchmarks.cases import Case
 from mobilekit.benchmarks.timing import TimingConfig, measure
+from mobilekit.converters.runtimes import BackendUnavailable, OnnxRuntime, TFLiteRuntime
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import read_image, resize_to_input
 from mobilekit.postprocess import PostprocessConfig, decode_outputs
@@ -44,9 +45,9 @@ def load_runner(case: Case) -> tuple[Runner, object]:
         return TorchRunner(model, case.device, mode, fp16=case.backend == "torch_fp16"), model.deploy
     deploy = create_model(case.model).deploy
     if case.backend == "onnxruntime":
-        return OnnxRuntimeRunner(case.path, case.threads, case.provider), deploy
+        return RuntimeRunner(case.backend, OnnxRuntime(case.path, case.threads, provider=case.provider)), deploy
     if case.backend == "tflite":
-        return TfliteRunner(case.path, case.threads, xnnpack=case.provider != "builtin"), deploy
+        return RuntimeRunner(case.backend, TFLiteRuntime(case.path, case.threads, xnnpack=case.provider != "builtin")), deploy
     raise ValueError(f"unknown backend {case.backend!r}")
 
 

@@ -15,8 +15,8 @@ rows, sum over the K kernel points), otherwise the C-wide input rows are gathere
 multiply over the ``K*C`` sampled columns gives the output: either way the gathered and weighted
 tensors, which dominate the run time, are min(C, Cout) wide. Only Conv, Floor, Clip, Gather, MatMul,
 ReduceSum and elementwise ops on tensors of rank <= 4 (2-D for the big ones): no ``grid_sample``, no custom
-op, static shapes given the input. Indices are computed in float32 (exact below 2**24 input pixels
-per batch).
+op, static shapes given the input. Row indices are int32 arithmetic on ``floor(offset)``, so int8
+quantisation cannot move them.
 """
 
 from __future__ import annotations
@@ -49,23 +49,29 @@ def _bilinear_taps(
     floor_dx = torch.floor(dx)
     ly = dy - floor_dy
     lx = dx - floor_dx
-    y0 = floor_dy + (ky.view(1, k, 1, 1) + rows.view(1, 1, ho, 1))
-    x0 = floor_dx + (kx.view(1, k, 1, 1) + cols.view(1, 1, 1, wo))
+    grid_y = ky.view(1, k, 1, 1) + rows.view(1, 1, ho, 1)
+    grid_x = kx.view(1, k, 1, 1) + cols.view(1, 1, 1, wo)
+    y0 = floor_dy + grid_y
+    x0 = floor_dx + grid_x
     # valid(i) = 1 iff 0 <= i <= size - 1, for integer i: clamp(i + 1, 0, 1) * clamp(size - i, 0, 1).
     wy0 = (1.0 - ly) * torch.clamp(y0 + 1.0, 0.0, 1.0) * torch.clamp(h - y0, 0.0, 1.0) * mask
     wy1 = ly * torch.clamp(y0 + 2.0, 0.0, 1.0) * torch.clamp(h - 1.0 - y0, 0.0, 1.0) * mask
     wx0 = (1.0 - lx) * torch.clamp(x0 + 1.0, 0.0, 1.0) * torch.clamp(w - x0, 0.0, 1.0)
     wx1 = lx * torch.clamp(x0 + 2.0, 0.0, 1.0) * torch.clamp(w - 1.0 - x0, 0.0, 1.0)
-    batch_base = (torch.arange(n, **like) * (h * w)).view(n, 1, 1, 1)
-    row0 = torch.clamp(y0, 0.0, h - 1.0) * w + batch_base
-    row1 = torch.clamp(y0 + 1.0, 0.0, h - 1.0) * w + batch_base
-    col0 = torch.clamp(x0, 0.0, w - 1.0)
-    col1 = torch.clamp(x0 + 1.0, 0.0, w - 1.0)
+    # Indices in int32 from floor(offset) + the integer grid: exact, and left alone by int8 quantisation
+    # (float index arithmetic would be quantised to 8 bits and pick the wrong pixels).
+    iy = floor_dy.to(torch.int32) + grid_y.to(torch.int32)
+    ix = floor_dx.to(torch.int32) + grid_x.to(torch.int32)
+    batch_base = (torch.arange(n, dtype=torch.int32, device=dy.device) * (h * w)).view(n, 1, 1, 1)
+    row0 = torch.clamp(iy, 0, h - 1) * w + batch_base
+    row1 = torch.clamp(iy + 1, 0, h - 1) * w + batch_base
+    col0 = torch.clamp(ix, 0, w - 1)
+    col1 = torch.clamp(ix + 1, 0, w - 1)
 
     def flat(t: torch.Tensor) -> torch.Tensor:
         return t.permute(0, 2, 3, 1).reshape(-1)
 
-    index = [flat(r + c).to(torch.int32) for r in (row0, row1) for c in (col0, col1)]
+    index = [flat(r + c) for r in (row0, row1) for c in (col0, col1)]
     weights = [flat(a * b).unsqueeze(1) for a in (wy0, wy1) for b in (wx0, wx1)]
     return index, weights
 

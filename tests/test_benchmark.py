@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from mobilekit.benchmarks import backends as backends_module
-from mobilekit.benchmarks.backends import BackendUnavailable, OnnxRuntimeRunner, TfliteRunner, undelegated_ops
 from mobilekit.benchmarks.cases import Case, plan_cases
 from mobilekit.benchmarks.measure import measure_case, measure_isolated
 from mobilekit.benchmarks.report import plot_report, read_json, write_json
@@ -18,6 +17,7 @@ from mobilekit.benchmarks.suite import SCHEMA, add_compute, model_macs, run_suit
 from mobilekit.benchmarks.timing import LatencyStats, TimingConfig, measure
 from mobilekit.cli import main
 from mobilekit.cli.benchmark import parse_sizes
+from mobilekit.converters.runtimes import BackendUnavailable, OnnxRuntime, TFLiteRuntime, undelegated_ops
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import read_image
 from mobilekit.postprocess import PostprocessConfig
@@ -150,13 +150,13 @@ def test_add_compute_fraction_of_peak():
 
 
 def test_tflite_delegation_is_described(exports):
-    runner = TfliteRunner(next(exports.glob("*_fp32.tflite")), threads=1)
-    outside, total, partitions = undelegated_ops(runner.interpreter)
+    runtime = TFLiteRuntime(next(exports.glob("*_fp32.tflite")), 1)
+    outside, total, partitions = undelegated_ops(runtime.interpreter)
     assert partitions >= 1 and total > 0 and sum(outside.values()) < total
-    builtin = TfliteRunner(next(exports.glob("*_fp32.tflite")), threads=1, xnnpack=False)
+    builtin = TFLiteRuntime(next(exports.glob("*_fp32.tflite")), 1, xnnpack=False)
     assert builtin.provider.startswith("builtin")
     image = np.zeros((64, 64, 3), np.uint8)
-    a, b = runner.run(runner.make_input(image)), builtin.run(builtin.make_input(image))
+    a, b = runtime.run(image), builtin.run(image)
     assert set(a) == {"loc", "conf", "landmarks"}
     for name in a:
         np.testing.assert_allclose(a[name], b[name], atol=1e-3)
@@ -169,14 +169,14 @@ def test_onnxruntime_fallback_is_reported(exports, monkeypatch):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has the CUDA provider: nothing falls back")
     with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider"):
-        OnnxRuntimeRunner(onnx_path, 1, "cuda")
+        OnnxRuntime(onnx_path, 1, provider="cuda")
     # A provider that is listed but cannot start: the session runs on CPU, and the row must say so.
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     try:
-        runner = OnnxRuntimeRunner(onnx_path, 1, "cuda")
+        runtime = OnnxRuntime(onnx_path, 1, provider="cuda")
     except Exception as exc:  # some onnxruntime builds refuse an unknown provider outright
         pytest.skip(f"onnxruntime refuses the missing provider instead of falling back: {exc}")
-    assert runner.provider == "CPUExecutionProvider (FELL BACK from CUDAExecutionProvider)"
+    assert runtime.provider == "CPUExecutionProvider (FELL BACK from CUDAExecutionProvider)"
 
 
 def test_torch_compile_failure_becomes_unavailable_row(photo, monkeypatch):

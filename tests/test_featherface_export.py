@@ -54,10 +54,10 @@ def test_fp16_tflite_keeps_every_face(featherface_parity):
 
 
 @pytest.mark.slow
-def test_int8_match_rate_is_measured_and_reported(featherface_parity):
-    """int8 is known to break the deformable sampling (see the closing note); the rate is recorded, and
-    the parity verdict must say so rather than pass it."""
+def test_int8_keeps_95_percent_of_faces(featherface_parity):
+    """The deformable sampling's indices are int32 arithmetic, so int8 quantisation only perturbs the
+    bilinear weights and features (float index arithmetic quantised to 8 bits matched 36.5% of faces)."""
     int8 = featherface_parity["int8"]
     rate = int8["faces"]["matched"] / int8["faces"]["faces"]
     print(f"featherface_v1 int8 faces matched at IoU >= 0.5: {rate:.1%}")
-    assert int8["passed"] == (rate >= 0.95)
+    assert rate >= 0.95 and int8["passed"], int8["faces"]
