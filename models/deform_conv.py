@@ -6,17 +6,18 @@ Semantics are torchvision's ``deform_conv2d`` with a mask: kernel point ``k`` of
 image), multiplies by ``mask_k`` and the samples of all kernel points and channels are weighted
 by the convolution kernel. Offset channel ``2k`` is ``dy_k``, ``2k + 1`` is ``dx_k``.
 
-Formulation (measured in ``benchmarks/deform_conv_formulations.md``): the bilinear corner indices
-and weights (mask and out-of-image zeros folded in) are computed once per layer on the small
-``[N, K, Ho, Wo]`` offset maps and shared by all channels; each of the four neighbours is one row
-gather from a channels-last table, the weighted rows are summed. Where the layer narrows
-(Cout < C) the kernel is applied first (one 1x1 conv to K*Cout channels, gathers of Cout-wide
-rows, sum over the K kernel points), otherwise the C-wide input rows are gathered and ONE matrix
-multiply over the ``K*C`` sampled columns gives the output: either way the gathered and weighted
-tensors, which dominate the run time, are min(C, Cout) wide. Only Conv, Floor, Clip, Gather, MatMul,
-ReduceSum and elementwise ops on tensors of rank <= 4 (2-D for the big ones): no ``grid_sample``, no custom
-op, static shapes given the input. Row indices are int32 arithmetic on ``floor(offset)``, so int8
-quantisation cannot move them.
+Formulation (measured in ``benchmarks/deform_conv_formulations.md``): computed once per layer on the
+small ``[N, K, Ho, Wo]`` offset maps and shared by all channels, each sample reads a 2x2 pixel block
+clamped inside the image, whose top-left row index is int32 arithmetic on ``floor(offset)`` (exact,
+and untouched by int8 quantisation) and whose four pixels weigh ``tent(position - pixel)`` (mask
+folded in; out-of-image parts of a sample weigh zero). Each block pixel is one row gather from a
+channels-last table (index = top-left + a constant), the weighted rows are summed. Where the layer
+narrows (Cout < C) the kernel is applied first (one 1x1 conv to K*Cout channels, gathers of
+Cout-wide rows, sum over the K kernel points), otherwise the C-wide input rows are gathered and ONE
+matrix multiply over the ``K*C`` sampled columns gives the output: either way the gathered and
+weighted tensors, which dominate the run time, are min(C, Cout) wide. Only Conv, Floor, Clip, Abs,
+Gather, MatMul, ReduceSum and elementwise ops on tensors of rank <= 4 (2-D for the big ones): no
+``grid_sample``, no custom op, static shapes given the input.
 """
 
 from __future__ import annotations
@@ -30,50 +31,44 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _bilinear_taps(
+def _block_taps(
     dy: torch.Tensor, dx: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], kernel: tuple[int, int],
     stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Pixel indices [M] (int32, into ``N*H*W`` channels-last rows) and weights [M, 1] of the four bilinear
-    neighbours, M = N*Ho*Wo*K ordered (n, ho, wo, k); out-of-image neighbours weigh zero."""
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Top-left pixel (row, col; int32 [N, K, Ho, Wo]) of the 2x2 block each sample reads, and the weights
+    [M, 1] of the block's four pixels (M = N*Ho*Wo*K ordered (n, ho, wo, k)).
+
+    The block is clamped inside the image (size >= 2), so its four pixels are always valid rows of the
+    table; each pixel weighs tent(position - pixel) = max(0, 1 - |t|), which is the bilinear weight
+    when the sample lies in the block and zero for the part of the block outside the sample's reach:
+    samples partly or wholly outside the image get exactly the zero-padded value.
+    """
     n, k, ho, wo = dy.shape
     h, w = size
     like = dict(dtype=dy.dtype, device=dy.device)
     ky = torch.arange(kernel[0], **like).repeat_interleave(kernel[1]) * dilation[0]
     kx = torch.arange(kernel[1], **like).repeat(kernel[0]) * dilation[1]
-    rows = torch.arange(ho, **like) * stride[0] - padding[0]
-    cols = torch.arange(wo, **like) * stride[1] - padding[1]
-    # The grid positions are integers: floor and fraction come from the offsets alone, which keeps
-    # the bilinear weights accurate to the offsets' own precision (not to that of row + offset).
-    floor_dy = torch.floor(dy)
-    floor_dx = torch.floor(dx)
-    ly = dy - floor_dy
-    lx = dx - floor_dx
-    grid_y = ky.view(1, k, 1, 1) + rows.view(1, 1, ho, 1)
-    grid_x = kx.view(1, k, 1, 1) + cols.view(1, 1, 1, wo)
-    y0 = floor_dy + grid_y
-    x0 = floor_dx + grid_x
-    # valid(i) = 1 iff 0 <= i <= size - 1, for integer i: clamp(i + 1, 0, 1) * clamp(size - i, 0, 1).
-    wy0 = (1.0 - ly) * torch.clamp(y0 + 1.0, 0.0, 1.0) * torch.clamp(h - y0, 0.0, 1.0) * mask
-    wy1 = ly * torch.clamp(y0 + 2.0, 0.0, 1.0) * torch.clamp(h - 1.0 - y0, 0.0, 1.0) * mask
-    wx0 = (1.0 - lx) * torch.clamp(x0 + 1.0, 0.0, 1.0) * torch.clamp(w - x0, 0.0, 1.0)
-    wx1 = lx * torch.clamp(x0 + 2.0, 0.0, 1.0) * torch.clamp(w - 1.0 - x0, 0.0, 1.0)
-    # Indices in int32 from floor(offset) + the integer grid: exact, and left alone by int8 quantisation
-    # (float index arithmetic would be quantised to 8 bits and pick the wrong pixels).
-    iy = floor_dy.to(torch.int32) + grid_y.to(torch.int32)
-    ix = floor_dx.to(torch.int32) + grid_x.to(torch.int32)
-    batch_base = (torch.arange(n, dtype=torch.int32, device=dy.device) * (h * w)).view(n, 1, 1, 1)
-    row0 = torch.clamp(iy, 0, h - 1) * w + batch_base
-    row1 = torch.clamp(iy + 1, 0, h - 1) * w + batch_base
-    col0 = torch.clamp(ix, 0, w - 1)
-    col1 = torch.clamp(ix + 1, 0, w - 1)
+    grid_y = ky.view(1, k, 1, 1) + (torch.arange(ho, **like) * stride[0] - padding[0]).view(1, 1, ho, 1)
+    grid_x = kx.view(1, k, 1, 1) + (torch.arange(wo, **like) * stride[1] - padding[1]).view(1, 1, 1, wo)
+
+    def axis(offset: torch.Tensor, grid: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Floor and fraction from the offset alone (the grid is integer): weights as accurate as the offsets.
+        floor = torch.floor(offset)
+        first = torch.clamp(floor + grid, 0.0, length - 2.0)
+        t = (offset - floor) + (floor + grid - first)  # sample position relative to the block's first pixel
+        # The block index in int32 from floor(offset): exact, and untouched by int8 quantisation
+        # (float index arithmetic would be quantised to 8 bits and read the wrong pixels).
+        block = torch.clamp(floor.to(torch.int32) + grid.to(torch.int32), 0, length - 2)
+        return block, torch.relu(1.0 - torch.abs(t)), torch.relu(1.0 - torch.abs(t - 1.0))
+
+    row, wy0, wy1 = axis(dy, grid_y, h)
+    col, wx0, wx1 = axis(dx, grid_x, w)
+    wy0, wy1 = wy0 * mask, wy1 * mask
 
     def flat(t: torch.Tensor) -> torch.Tensor:
-        return t.permute(0, 2, 3, 1).reshape(-1)
+        return t.permute(0, 2, 3, 1).reshape(-1, 1)
 
-    index = [flat(r + c) for r in (row0, row1) for c in (col0, col1)]
-    weights = [flat(a * b).unsqueeze(1) for a in (wy0, wy1) for b in (wx0, wx1)]
-    return index, weights
+    return row, col, [flat(a * b) for a in (wy0, wy1) for b in (wx0, wx1)]
 
 
 def deform_conv2d_from_maps(
@@ -88,24 +83,34 @@ def deform_conv2d_from_maps(
     dilation: int | tuple[int, int] = 1,
 ) -> torch.Tensor:
     """Modulated deformable conv with the offsets as separate ``dy``, ``dx`` maps [N, K, Ho, Wo]."""
+    if x.shape[2] < 2 or x.shape[3] < 2:  # the 2x2 blocks need two rows and columns: zeros are what lies outside
+        x = F.pad(x, (0, max(0, 2 - x.shape[3]), 0, max(0, 2 - x.shape[2])))
     n, c, h, w = x.shape
     cout, _, kh, kw = weight.shape
     k = kh * kw
     ho, wo = dy.shape[-2:]
-    index, weights = _bilinear_taps(dy, dx, mask, (h, w), (kh, kw), _pair(stride), _pair(padding), _pair(dilation))
-    if cout < c:
-        # Project first (sampling is linear and channel-independent): z_k = W_k x as one 1x1 conv
-        # to K*Cout channels, then gather Cout-wide rows (row = pixel * K + k) and sum over k.
+    row, col, weights = _block_taps(dy, dx, mask, (h, w), (kh, kw), _pair(stride), _pair(padding), _pair(dilation))
+    # Table rows: one per pixel (Cout >= C: the input's C channels) or one per (pixel, kernel point) when the
+    # layer narrows (Cout < C: the kernel is applied first, z_k = W_k x as one 1x1 conv to K*Cout channels,
+    # since sampling is linear and channel-independent). Either way the gathered rows are min(C, Cout) wide.
+    project_first = cout < c
+    rows_per_pixel = k if project_first else 1
+    base = row * (w * rows_per_pixel) + col * rows_per_pixel
+    if project_first:
+        base = base + torch.arange(k, dtype=torch.int32, device=x.device).view(1, k, 1, 1)
         z = F.conv2d(x, weight.permute(2, 3, 0, 1).reshape(k * cout, c, 1, 1))
         table = z.permute(0, 2, 3, 1).reshape(n * h * w * k, cout)
-        kernel_point = torch.arange(k, dtype=torch.int32, device=x.device).repeat(n * ho * wo)
-        index = [i * k + kernel_point for i in index]
     else:
         table = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-    sampled = torch.index_select(table, 0, index[0]) * weights[0]
-    for i, wt in zip(index[1:], weights[1:]):
-        sampled = sampled + torch.index_select(table, 0, i) * wt
-    if cout < c:
+    if n > 1:
+        base = base + (torch.arange(n, dtype=torch.int32, device=x.device) * (h * w * rows_per_pixel)).view(n, 1, 1, 1)
+    base = base.permute(0, 2, 3, 1).reshape(-1)
+    corners = (0, rows_per_pixel, w * rows_per_pixel, (w + 1) * rows_per_pixel)
+    sampled = None
+    for corner, wt in zip(corners, weights):
+        term = torch.index_select(table, 0, base + corner if corner else base) * wt
+        sampled = term if sampled is None else sampled + term
+    if project_first:
         out = sampled.reshape(n * ho * wo, k, cout).sum(dim=1)
         out = out if bias is None else out + bias
     else:

@@ -139,3 +139,15 @@ def test_tflite_conversion_uses_builtin_ops_and_matches(tmp_path):
     if result.shape != expected.shape:  # onnx2tf may hand the output back channels-last
         result = result.transpose(0, 3, 1, 2)
     assert np.abs(result - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 5), (3, 1), (2, 2)])
+def test_maps_smaller_than_the_sampling_block(height, width):
+    """Feature maps under 2 pixels tall or wide (small inputs at stride 32) are zero-extended, not misread."""
+    g = torch.Generator().manual_seed(height * 7 + width)
+    x = torch.randn(2, 5, height, width, generator=g)
+    weight = torch.randn(3, 5, 3, 3, generator=g)
+    offset = torch.randn(2, 18, height, width, generator=g) * 1.5
+    mask = torch.rand(2, 9, height, width, generator=g) * 2
+    ours = modulated_deform_conv2d(x, offset, mask, weight, None, 1, 1, 1)
+    assert (ours.double() - loop_deform_conv2d(x, offset, mask, weight, 1, 1, 1)).abs().max() < 1e-5
