@@ -20,6 +20,7 @@ import numpy as np
 
 from mobilekit.benchmarks.backends import Runner, RuntimeRunner, TorchRunner
 from mobilekit.benchmarks.cases import Case
+from mobilekit.benchmarks.hardware import THREAD_ENV
 from mobilekit.benchmarks.timing import TimingConfig, measure
 from mobilekit.converters.runtimes import BackendUnavailable, OnnxRuntime, TFLiteRuntime
 from mobilekit.errors import MobilekitError
@@ -30,7 +31,6 @@ MEMORY_METHOD = (
     "fresh subprocess per case: peak = VmHWM of /proc/self/status (peak RSS since exec; ru_maxrss would include "
     "the parent's RSS at fork); delta = peak - RSS after importing torch and the runtime"
 )
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def load_runner(case: Case) -> tuple[Runner, object]:
@@ -96,12 +96,12 @@ def measure_case(case: Case, timing: TimingConfig, image: np.ndarray, post: Post
     return row
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak RSS of this process image (``VmHWM``); ``ru_maxrss`` where /proc is missing."""
     try:
         with open("/proc/self/status") as f:
@@ -139,9 +139,9 @@ def _child_main() -> None:
     elif case.backend == "tflite":
         import ai_edge_litert.interpreter  # noqa: F401
     image = read_image(job["image"])
-    baseline = _rss_mb()
+    baseline = rss_mb()
     row = measure_case(case, TimingConfig(**job["timing"]), image, PostprocessConfig(**job["post"]))
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     row["memory"] = {"peak_rss_mb": round(peak, 1), "delta_rss_mb": round(peak - baseline, 1), "method": MEMORY_METHOD}
     print(json.dumps(row))
 

@@ -88,10 +88,38 @@ def convert_to_tflite(
             for target in targets.values():
                 if target.exists():
                     target.unlink()
-    return {
+    converted = {
         v: {"path": finals[v], "onnx2tf_seconds": result["onnx2tf_seconds"], "output_mapping": result["output_mapping"], "notes": result["notes"], **info}
         for v, info in result["variants"].items()
     }
+    for info in converted.values():
+        info["analysis"]["xnnpack_load"] = check_xnnpack_load(info["path"])
+    return converted
+
+
+def check_xnnpack_load(path: str | Path, timeout_s: float = 300) -> dict:
+    """Load and run ``path`` once with LiteRT's default XNNPACK delegate in a separate process, so that a
+    runtime crash (e.g. ``double free`` inside the delegate) is reported instead of killing the caller.
+    Returns ``{"ok": bool, "error": str | None}``."""
+    probe = (
+        "import sys, numpy as np\n"
+        "from ai_edge_litert.interpreter import Interpreter\n"
+        "it = Interpreter(model_path=sys.argv[1], num_threads=1)\n"
+        "it.allocate_tensors()\n"
+        "d = it.get_input_details()[0]\n"
+        "it.set_tensor(d['index'], np.zeros(d['shape'], d['dtype']))\n"
+        "it.invoke()\n"
+        "print('XNNPACK_LOAD_OK')\n"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    try:
+        proc = subprocess.run([sys.executable, "-c", probe, str(path)], env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"no answer within {timeout_s:.0f} s"}
+    if "XNNPACK_LOAD_OK" in proc.stdout:
+        return {"ok": True, "error": None}
+    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip() and not line.startswith("INFO:")]
+    return {"ok": False, "error": f"exit status {proc.returncode}: {(lines or ['no output'])[-1][:300]}"}
 
 
 def _save(path: Path, array: np.ndarray) -> str:

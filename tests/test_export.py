@@ -16,7 +16,7 @@ from mobilekit.converters.metadata import atomic_output, read_sidecar, sha256_fi
 from mobilekit.converters.onnx_export import ExportError, fold_batchnorms, module_path_from_node, prepare_deploy_module
 from mobilekit.converters.parity import load_inputs
 from mobilekit.converters.pipeline import resolve_formats
-from mobilekit.converters.tflite_export import _describe_failure
+from mobilekit.converters.tflite_export import _describe_failure, check_xnnpack_load
 from mobilekit.converters.tflite_worker import WorkerError, match_outputs_by_value
 from mobilekit.image_io import list_images
 from mobilekit.models import FaceDetector, create_model
@@ -71,6 +71,15 @@ def test_sidecars_describe_the_contract(retinaface_export):
             assert analysis["ops"].get("CONV_2D", 0) > 0
             assert isinstance(analysis["gpu_delegate_compatible"], bool)
             assert "GPU" in analysis["analyzer_report"] or "gpu" in analysis["analyzer_report"].lower()
+            assert analysis["xnnpack_load"] == {"ok": True, "error": None}
+
+
+def test_xnnpack_load_check_reports_a_file_that_kills_the_interpreter(tmp_path):
+    """The probe runs in its own process: a file LiteRT cannot run is a recorded failure, not a crash here."""
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"TFL3" + bytes(range(256)) * 4)
+    result = check_xnnpack_load(broken)
+    assert result["ok"] is False and result["error"].startswith("exit status")
 
 
 @pytest.mark.slow

@@ -269,6 +269,22 @@ def test_bad_export_folders_are_clear_errors(retinaface_export, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_file_that_fails_under_xnnpack_is_not_packaged(retinaface_export, tmp_path):
+    """The export's XNNPACK load probe failed (as it does for some int8 graphs): packaging refuses, naming it."""
+    export_dir, _ = retinaface_export
+    copy_dir = tmp_path / "export"
+    copy_dir.mkdir()
+    for suffix in (".tflite", ".json"):
+        shutil.copy(export_dir / f"retinaface_mnet025_640_fp32{suffix}", copy_dir)
+    sidecar = copy_dir / "retinaface_mnet025_640_fp32.json"
+    meta = json.loads(sidecar.read_text())
+    meta["tflite"]["analysis"]["xnnpack_load"] = {"ok": False, "error": "exit status -6: double free or corruption (!prev)"}
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(MobilekitError, match=r"retinaface_mnet025_640_fp32\.tflite fails in LiteRT with its default XNNPACK"):
+        package_export(copy_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_a_failed_package_leaves_the_previous_folder_untouched(retinaface_export, tmp_path):
     export_dir, _ = retinaface_export

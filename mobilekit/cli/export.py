@@ -82,8 +82,12 @@ def _print_summary(console: Console, paths: list[Path]) -> None:
     notes: list[str] = []
     for path in paths:
         meta = read_sidecar(path)
-        gpu = meta.get("tflite", {}).get("analysis", {}).get("gpu_delegate_compatible")
+        analysis = meta.get("tflite", {}).get("analysis", {})
+        gpu = analysis.get("gpu_delegate_compatible")
         note = "" if gpu is None else ("GPU delegate: compatible" if gpu else "GPU delegate: NOT compatible")
+        xnnpack = analysis.get("xnnpack_load")
+        if xnnpack and not xnnpack["ok"]:
+            note += f"; [bold red]LiteRT with XNNPACK (its CPU default) FAILS on this file: {xnnpack['error']}[/]"
         table.add_row(path.name, f"{meta['artefact']['bytes'] / 1024:,.0f} KiB", f"{meta['artefact']['export_seconds']:.1f}", note)
         notes = meta.get("notes", notes)
     console.print(table)

@@ -300,6 +300,12 @@ def package_export(
         raise PackageError(f"{sidecar_path(tflite_path)} lacks or has an invalid field {exc}") from None
     if end_to_end:
         e2e_graph.check_supported(deploy, precision)
+    xnnpack = meta.get("tflite", {}).get("analysis", {}).get("xnnpack_load")
+    if xnnpack is not None and not xnnpack["ok"]:
+        raise PackageError(
+            f"{tflite_path.name} fails in LiteRT with its default XNNPACK CPU delegate ({xnnpack['error']}), "
+            "as an app would run it: package another precision of this model"
+        )
     golden_path = Path(golden_image) if golden_image is not None else default_golden_image()
     golden = resize_to_input(read_image(golden_path), input_hw, deploy.resize, deploy.pad_value)[0]
     out_dir.parent.mkdir(parents=True, exist_ok=True)

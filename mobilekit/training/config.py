@@ -19,7 +19,8 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainConfig:
     """Defaults are tuned for the synthetic dataset (``mobilekit data synth --imgsz 256``) on a small
     CPU: featherface_v1 with the ImageNet backbone reaches val AP@0.5 > 0.9 in 10 epochs of 240 images
-    (about 5 minutes on one busy core); see benchmarks/results/training_throughput.md."""
+    (about 5 minutes on one busy core); see benchmarks/results/training_throughput.md
+    (``mobilekit benchmark-train`` measures the throughput)."""
 
     model: str = "featherface_v1"
     data: str = ""
