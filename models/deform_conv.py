@@ -58,7 +58,9 @@ def _block_taps(
         t = (offset - floor) + (floor + grid - first)  # sample position relative to the block's first pixel
         # The block index in int32 from floor(offset): exact, and untouched by int8 quantisation
         # (float index arithmetic would be quantised to 8 bits and read the wrong pixels).
-        block = torch.clamp(floor.to(torch.int32) + grid.to(torch.int32), 0, length - 2)
+        # (Max/Min, not Clip: onnx2tf turns an integer Clip(0, 6) into Relu6, which TFLite lacks for int32.)
+        int32 = dict(dtype=torch.int32, device=offset.device)
+        block = torch.minimum(torch.maximum(floor.to(torch.int32) + grid.to(torch.int32), torch.tensor(0, **int32)), torch.tensor(length - 2, **int32))
         return block, torch.relu(1.0 - torch.abs(t)), torch.relu(1.0 - torch.abs(t - 1.0))
 
     row, wy0, wy1 = axis(dy, grid_y, h)
