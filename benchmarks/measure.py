@@ -119,15 +119,33 @@ def measure_isolated(case: Case, timing: TimingConfig, image_path: Path, post: P
         return {**case.to_dict(), "status": "unavailable", "reason": case.unavailable, "file_bytes": None}
     job = {"case": case.to_dict(), "timing": asdict(timing), "image": str(image_path), "post": asdict(post)}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **{k: str(case.threads) for k in THREAD_ENV})
+    row, failure = run_child("mobilekit.benchmarks.measure", job, env, timeout_s)
+    if failure is not None:
+        return {**case.to_dict(), "status": "error", "reason": failure, "file_bytes": _file_bytes(case)}
+    return row
+
+
+def run_child(module: str, job: dict, env: dict, timeout_s: float) -> tuple[dict | None, str | None]:
+    """Run ``python -m module`` with ``job`` as JSON on stdin; its row is the last JSON line it prints.
+    Returns ``(row, None)``, or ``(None, reason)`` when it timed out, crashed or printed no row."""
     try:
-        proc = subprocess.run([sys.executable, "-m", "mobilekit.benchmarks.measure"], input=json.dumps(job), env=env, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run([sys.executable, "-m", module], input=json.dumps(job), env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return {**case.to_dict(), "status": "error", "reason": f"timed out after {timeout_s:.0f} s", "file_bytes": _file_bytes(case)}
+        return None, f"timed out after {timeout_s:.0f} s"
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
-        return {**case.to_dict(), "status": "error", "reason": f"benchmark subprocess failed: {tail[0][:300]}", "file_bytes": _file_bytes(case)}
-    return json.loads(lines[-1])
+        return None, f"benchmark subprocess failed: {tail[0][:300]}"
+    return json.loads(lines[-1]), None
+
+
+def child_entry(main) -> None:
+    """``__main__`` of a benchmark subprocess: a user error is one line on stderr and exit status 2."""
+    try:
+        main()
+    except MobilekitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _child_main() -> None:
@@ -147,8 +165,4 @@ def _child_main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        _child_main()
-    except MobilekitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    child_entry(_child_main)

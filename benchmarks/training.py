@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ import torch
 from rich.table import Table
 
 from mobilekit.benchmarks.hardware import THREAD_ENV
-from mobilekit.benchmarks.measure import peak_rss_mb, rss_mb
+from mobilekit.benchmarks.measure import child_entry, peak_rss_mb, rss_mb, run_child
 from mobilekit.benchmarks.timing import LatencyStats
 from mobilekit.errors import MobilekitError
 from mobilekit.models import create_model
@@ -97,15 +96,8 @@ def measure_training_isolated(case: TrainCase, steps: int = 3, warmup: int = 1, 
     """``measure_training`` in a fresh process (CPU: adds the step's peak RSS); failures become error rows."""
     job = {"case": asdict(case), "steps": steps, "warmup": warmup}
     env = dict(os.environ, **{k: str(case.threads) for k in THREAD_ENV})
-    try:
-        proc = subprocess.run([sys.executable, "-m", "mobilekit.benchmarks.training"], input=json.dumps(job), env=env, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {**asdict(case), "status": "error", "reason": f"timed out after {timeout_s:.0f} s"}
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
-        return {**asdict(case), "status": "error", "reason": tail[0][:300]}
-    return json.loads(lines[-1])
+    row, failure = run_child("mobilekit.benchmarks.training", job, env, timeout_s)
+    return row if failure is None else {**asdict(case), "status": "error", "reason": failure}
 
 
 def training_table(report: dict) -> Table:
@@ -135,8 +127,4 @@ def _child_main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        _child_main()
-    except MobilekitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    child_entry(_child_main)

@@ -46,3 +46,12 @@ def test_cuda_request_without_a_gpu_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["benchmark-train", "no_such_model", "--json", str(tmp_path / "x.json")])
     assert exit_info.value.code == 2
+
+
+def test_unwritable_json_folder_is_refused_before_any_measurement(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark-train", "featherface_v2", "--imgsz", "64", "--json", str(blocker / "out.json")])
+    assert exit_info.value.code == 2
+    assert blocker.read_text() == "not a folder"

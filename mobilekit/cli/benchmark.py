@@ -168,6 +168,10 @@ def benchmark_train(
         raise MobilekitError("--steps must be >= 1, --warmup >= 0 and --imgsz >= 32")
     console = Console(stderr=True)
     json_path = json_out or PROJECT_ROOT / "benchmarks" / "results" / f"training_{device}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    try:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MobilekitError(f"cannot create the folder for --json {json_path}: {exc}") from None
     rows = []
     report = {"schema": "mobilekit.training_benchmark/1", "machine": machine_description(), "settings": {"steps": steps, "warmup": warmup}, "rows": rows}
     for model in models:
