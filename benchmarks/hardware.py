@@ -12,11 +12,10 @@ import platform
 import subprocess
 import sys
 import time
-from importlib import metadata
 
+from mobilekit.converters.metadata import tool_versions
 from mobilekit.errors import MobilekitError
 
-PACKAGES = ("torch", "onnxruntime", "onnx", "ai-edge-litert", "tensorflow", "tensorflow-cpu", "onnx2tf", "numpy", "opencv-python-headless")
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
 
@@ -42,16 +41,6 @@ def _total_memory_gb() -> float | None:
     return None
 
 
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def machine_description() -> dict:
     """CPU model, core counts, memory, load, GPU (if any) and the versions of every runtime."""
     import torch
@@ -66,7 +55,7 @@ def machine_description() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "versions": package_versions(),
+        "versions": tool_versions(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -40,11 +40,17 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def tool_versions() -> dict[str, str | None]:
-    """Installed versions of everything that shapes an exported file."""
-    names = ["mobilekit", "torch", "onnx", "onnxsim", "onnxruntime", "onnx2tf", "tensorflow-cpu", "tensorflow", "ai-edge-litert", "numpy"]
-    versions: dict[str, str | None] = {}
-    for name in names:
+# Every distribution that shapes an exported file or a measurement (whichever TensorFlow is installed).
+TOOL_PACKAGES = (
+    "mobilekit", "torch", "onnx", "onnxsim", "onnxruntime", "onnx2tf", "tensorflow", "tensorflow-cpu", "ai-edge-litert",
+    "numpy", "opencv-python-headless",
+)  # fmt: skip
+
+
+def tool_versions() -> dict[str, str]:
+    """Installed versions of :data:`TOOL_PACKAGES` (absent ones left out)."""
+    versions: dict[str, str] = {}
+    for name in TOOL_PACKAGES:
         try:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:

@@ -130,7 +130,7 @@ def export_model(
             converted = convert_to_tflite(tflite_source, out_dir, stem, variants, sample, calibration)
             for variant in variants:
                 info = converted[variant]
-                seconds = info["onnx2tf_seconds"] + info["convert_seconds"]
+                seconds = info["onnx2tf_seconds"] + info["calibration_seconds"] + info["convert_seconds"]
                 extra = {
                     "tflite": {
                         "variant": variant,
@@ -141,7 +141,11 @@ def export_model(
                         "output_mapping": info["output_mapping"],
                         "converter_notes": info["notes"],
                         "analysis": info["analysis"],
-                        "seconds": {"onnx2tf_shared": info["onnx2tf_seconds"], "tflite_converter": info["convert_seconds"]},
+                        "seconds": {
+                            "onnx2tf_shared": info["onnx2tf_seconds"],
+                            "int8_calibration_shared": info["calibration_seconds"],
+                            "tflite_converter": info["convert_seconds"],
+                        },
                     }
                 }
                 finish(info["path"], "tflite", variant, seconds, extra)

@@ -14,6 +14,7 @@ here or with this file raises :class:`BackendUnavailable`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from functools import cached_property
 from pathlib import Path
@@ -91,14 +92,18 @@ class TorchRuntime:
     def __init__(self, model, name: str = "pytorch", float64: bool = False) -> None:
         self.model = (copy.deepcopy(model).double() if float64 else model).eval()
         self.name = name
+        self.float64 = float64
         self.output_names = tuple(model.deploy.output_names)
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        from mobilekit.converters.float64_reference import FastFloat64GroupedConvs
         from mobilekit.inference import run_model
 
         images = _check_images(images, None)
         nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float64)
-        return {k: v.cpu().numpy() for k, v in run_model(self.model, nchw).items()}
+        with FastFloat64GroupedConvs() if self.float64 else contextlib.nullcontext():
+            outputs = run_model(self.model, nchw)
+        return {k: v.cpu().numpy() for k, v in outputs.items()}
 
 
 class OnnxRuntime:

@@ -89,7 +89,14 @@ def convert_to_tflite(
                 if target.exists():
                     target.unlink()
     converted = {
-        v: {"path": finals[v], "onnx2tf_seconds": result["onnx2tf_seconds"], "output_mapping": result["output_mapping"], "notes": result["notes"], **info}
+        v: {
+            "path": finals[v],
+            "onnx2tf_seconds": result["onnx2tf_seconds"],
+            "calibration_seconds": result["calibration_seconds"] if v.startswith("int8") else 0.0,
+            "output_mapping": result["output_mapping"],
+            "notes": result["notes"],
+            **info,
+        }
         for v, info in result["variants"].items()
     }
     for info in converted.values():

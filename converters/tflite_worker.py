@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 import traceback
+import types
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,27 @@ def _offline_onnx2tf(sample: np.ndarray):
 
     onnx2tf_core.download_test_image_data = lambda: sample.copy()
     return onnx2tf
+
+
+@contextlib.contextmanager
+def _skip_onnx2tf_tflite_files():
+    """onnx2tf converts its SavedModel to its own float32 and float16 TFLite files, which mobilekit never
+    uses (every variant is converted from the renamed SavedModel below): skip those two conversions."""
+    import tensorflow as tf
+
+    class SkippedConversion:
+        def __init__(self) -> None:
+            self.target_spec = types.SimpleNamespace()
+
+        def convert(self) -> bytes:
+            return b""
+
+    original = tf.lite.TFLiteConverter.from_concrete_functions
+    tf.lite.TFLiteConverter.from_concrete_functions = staticmethod(lambda *args, **kwargs: SkippedConversion())
+    try:
+        yield
+    finally:
+        tf.lite.TFLiteConverter.from_concrete_functions = original
 
 
 def _tolerate_failed_accuracy_corrections(skipped: list[str]) -> None:
@@ -143,27 +165,45 @@ def _named_saved_model(saved_dir: Path, out_dir: Path, input_name: str, input_sh
     return {name: {"onnx2tf_output": key, "max_abs_error_vs_onnx": err} for name, (key, err) in mapping.items()}
 
 
-def _convert(saved_dir: Path, variant: str, calib: np.ndarray | None, input_name: str) -> bytes:
+def _converter(saved_dir: Path):
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir), signature_keys=[SIGNATURE_KEY])
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_dir), signature_keys=[SIGNATURE_KEY])
+
+
+def calibrate(saved_dir: Path, calib: np.ndarray, input_name: str) -> bytes:
+    """The float model with every activation's range recorded on ``calib``: run once, shared by the int8
+    variants (the converter would otherwise calibrate again for each of them)."""
+    import tensorflow as tf
+
+    def representative():
+        for image in calib:
+            yield {input_name: image[None].astype(np.float32)}
+
+    converter = _converter(saved_dir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_calibrate_only = True  # what TFLite's QuantizationDebugger uses
+    return converter.convert()
+
+
+def _convert(saved_dir: Path, variant: str, calibrated: bytes | None) -> bytes:
+    """One TFLite variant; int8 ones quantise the shared ``calibrated`` model exactly as the converter's
+    own post-training path does (its MLIR quantiser with the same options)."""
+    import tensorflow as tf
+
+    if variant in ("int8", "int8_full"):
+        if calibrated is None:
+            raise WorkerError(f"{variant} needs calibration images")
+        from tensorflow.lite.python.convert import mlir_quantize
+
+        io_type = tf.uint8 if variant == "int8_full" else tf.float32
+        return mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type)
+    converter = _converter(saved_dir)
     if variant == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif variant in ("int8", "int8_full"):
-        if calib is None:
-            raise WorkerError(f"{variant} needs calibration images")
-
-        def representative():
-            for image in calib:
-                yield {input_name: image[None].astype(np.float32)}
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if variant == "int8_full":
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.uint8
     elif variant != "fp32":
         raise WorkerError(f"unknown TFLite variant {variant}")
     return converter.convert()
@@ -223,14 +263,15 @@ def run_job(job: dict) -> dict:
         shutil.copyfile(job["onnx_path"], private_copy)
         shutil.rmtree(work / "onnx2tf", ignore_errors=True)
         try:
-            onnx2tf.convert(
-                input_onnx_file_path=str(private_copy),
-                output_folder_path=str(work / "onnx2tf"),
-                output_signaturedefs=True,
-                not_use_onnxsim=True,
-                disable_strict_mode=disable_strict_mode,
-                verbosity="error",
-            )
+            with _skip_onnx2tf_tflite_files():
+                onnx2tf.convert(
+                    input_onnx_file_path=str(private_copy),
+                    output_folder_path=str(work / "onnx2tf"),
+                    output_signaturedefs=True,
+                    not_use_onnxsim=True,
+                    disable_strict_mode=disable_strict_mode,
+                    verbosity="error",
+                )
             break
         except (SystemExit, Exception) as exc:
             if disable_strict_mode:
@@ -242,10 +283,15 @@ def run_job(job: dict) -> dict:
     reference = _onnx_reference(job["onnx_path"], job["input_name"], sample)
     named_dir = work / "named_saved_model"
     output_check = _named_saved_model(work / "onnx2tf", named_dir, job["input_name"], list(sample.shape), reference, sample)
-    result = {"onnx2tf_seconds": onnx2tf_seconds, "output_mapping": output_check, "notes": notes, "variants": {}}
+    result = {"onnx2tf_seconds": onnx2tf_seconds, "calibration_seconds": 0.0, "output_mapping": output_check, "notes": notes, "variants": {}}
+    calibrated = None
+    if calib is not None and any(v.startswith("int8") for v in job["targets"]):
+        start = time.perf_counter()
+        calibrated = calibrate(named_dir, calib, job["input_name"])
+        result["calibration_seconds"] = time.perf_counter() - start
     for variant, target in job["targets"].items():
         start = time.perf_counter()
-        Path(target).write_bytes(_convert(named_dir, variant, calib, job["input_name"]))
+        Path(target).write_bytes(_convert(named_dir, variant, calibrated))
         seconds = time.perf_counter() - start
         io_spec = signature_io(target)
         if sorted(io_spec["outputs"]) != sorted(job["output_names"]):

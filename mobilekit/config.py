@@ -132,3 +132,23 @@ class DeployConfig:
 
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth_corner", "right_mouth_corner")
+
+
+def parse_size(imgsz: int | str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``640`` -> (640, 640); ``"480,640"`` -> (480, 640) as (H, W); None stays None."""
+    if imgsz is None:
+        return None
+    if isinstance(imgsz, tuple):
+        return imgsz
+    if isinstance(imgsz, int):
+        return (imgsz, imgsz)
+    parts = [p for p in str(imgsz).replace("x", ",").split(",") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"image size must be N or H,W, got {imgsz!r}") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise ValueError(f"image size must be N or H,W with positive values, got {imgsz!r}")
+    return values[0], values[1]

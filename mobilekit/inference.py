@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from mobilekit.checkpoint import load_weights
+from mobilekit.errors import MobilekitError
 from mobilekit.image_io import resize_to_input, to_nchw
 from mobilekit.models import FaceDetector, create_model
 from mobilekit.postprocess import Detections, PostprocessConfig, decode_outputs
@@ -19,7 +20,7 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but torch.cuda.is_available() is False")
+        raise MobilekitError(f"--device {device} was requested but torch.cuda.is_available() is False (use --device cpu or auto)")
     return dev
 
 
@@ -29,26 +30,6 @@ def load_model(name: str, weights: str | Path | None = None, device: str | torch
     if weights is not None:
         load_weights(model, weights)
     return model.eval().to(device)
-
-
-def parse_size(imgsz: int | str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """``640`` -> (640, 640); ``"480,640"`` -> (480, 640) as (H, W); None stays None."""
-    if imgsz is None:
-        return None
-    if isinstance(imgsz, tuple):
-        return imgsz
-    if isinstance(imgsz, int):
-        return (imgsz, imgsz)
-    parts = [p for p in str(imgsz).replace("x", ",").split(",") if p.strip()]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"image size must be N or H,W, got {imgsz!r}") from None
-    if len(values) == 1:
-        values *= 2
-    if len(values) != 2 or min(values) < 1:
-        raise ValueError(f"image size must be N or H,W with positive values, got {imgsz!r}")
-    return values[0], values[1]
 
 
 @torch.no_grad()

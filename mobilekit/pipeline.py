@@ -26,11 +26,11 @@ class PipelineConfig:
     train_config: Path | None = None  # YAML with training settings (overridden by the fields below)
     synth_images: int = 300
     imgsz: int = 256  # synthetic data, training, evaluation and export size
-    epochs: int = 10
+    epochs: int = 6
     pretrained_backbone: Path | None = None  # default: the ImageNet MobileNet-0.25 in the shared folder, if present
     device: str = "auto"
     seed: int = 0
-    calib_count: int = 64
+    calib_count: int = 32  # int8 calibration photos, from train/: parity then judges int8 on val/ photos it never saw
     flutter_out: Path | None = None  # default: flutter_assets/<model>
     fresh: bool = False
 
@@ -132,7 +132,7 @@ class Pipeline:
             self.cfg.imgsz,
             self.export_dir,
             formats=FORMATS,
-            calib_images=self.data / "val" / "images",
+            calib_images=self.data / "train" / "images",
             calib_count=self.cfg.calib_count,
             source=source_metadata(self.weights, None),
         )

@@ -96,7 +96,7 @@ def decode_detections(
     boxes = decode_boxes(loc, priors_kept, variances) * box_scale
     points = decode_landmarks(landmarks, priors_kept, variances) * lm_scale
     nms = nms_torch if is_torch else nms_numpy
-    kept = nms(boxes, scores, cfg.nms_iou, offset=cfg.nms_offset)[: cfg.max_detections]
+    kept = nms(boxes, scores, cfg.nms_iou, offset=cfg.nms_offset, max_keep=cfg.max_detections)
     return Detections(boxes[kept], scores[kept], points[kept])
 
 

@@ -148,5 +148,5 @@ def yolo_detections(predictions, input_hw: tuple[int, int], cfg: PostprocessConf
         boxes = np.concatenate(corners, axis=1) * scale[:4]
     points = predictions[:, LANDMARK_SLICE] * scale
     nms = nms_torch if is_torch else nms_numpy
-    kept = nms(boxes, scores, cfg.nms_iou, offset=YOLO_NMS_OFFSET)[: cfg.max_detections]
+    kept = nms(boxes, scores, cfg.nms_iou, offset=YOLO_NMS_OFFSET, max_keep=cfg.max_detections)
     return Detections(boxes[kept], scores[kept], points[kept])

@@ -72,6 +72,11 @@ def test_sidecars_describe_the_contract(retinaface_export):
             assert isinstance(analysis["gpu_delegate_compatible"], bool)
             assert "GPU" in analysis["analyzer_report"] or "gpu" in analysis["analyzer_report"].lower()
             assert analysis["xnnpack_load"] == {"ok": True, "error": None}
+            seconds = meta["tflite"]["seconds"]
+            calibrated = meta["artefact"]["variant"].startswith("int8")
+            assert (seconds["int8_calibration_shared"] > 0) == calibrated, seconds
+    int8_calibrations = {read_sidecar(p)["tflite"]["seconds"]["int8_calibration_shared"] for p in paths if "_int8" in p.name}
+    assert len(int8_calibrations) == 1  # one calibration run, shared by int8 and int8_full
 
 
 def test_xnnpack_load_check_reports_a_file_that_kills_the_interpreter(tmp_path):

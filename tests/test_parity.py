@@ -137,3 +137,49 @@ def test_judge_uses_detection_criteria_for_reduced_precision():
     result = ArtefactParity("m_fp16.tflite", "tflite", "fp16", "fp16", 1.0, faces={"faces": 2, "ious": [0.95, 0.89]})
     judge(result, Thresholds())
     assert not result.passed
+
+
+# -- the float64 reference ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("channels", "out_channels", "groups", "kernel", "stride", "padding", "dilation"),
+    [(8, 8, 8, 3, 1, 1, 1), (16, 16, 16, 3, 2, 1, 1), (12, 24, 4, 3, 2, 2, 2), (6, 6, 3, 1, 1, 0, 1), (4, 8, 2, (3, 1), (2, 1), (1, 0), 1)],
+)
+def test_float64_grouped_conv_equals_pytorch(channels, out_channels, groups, kernel, stride, padding, dilation):
+    import torch
+    import torch.nn.functional as F
+
+    from mobilekit.converters.float64_reference import FastFloat64GroupedConvs, grouped_conv2d
+
+    gen = torch.Generator().manual_seed(channels * 31 + groups)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = torch.randn(2, channels, 19, 23, dtype=torch.float64, generator=gen)
+    weight = torch.randn(out_channels, channels // groups, kh, kw, dtype=torch.float64, generator=gen)
+    bias = torch.randn(out_channels, dtype=torch.float64, generator=gen)
+    expected = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    direct = grouped_conv2d(x, weight, bias, stride, padding, dilation, groups)
+    assert direct.shape == expected.shape
+    assert float((direct - expected).abs().max()) < 1e-12
+    conv = torch.nn.Conv2d(channels, out_channels, (kh, kw), stride, padding, dilation, groups).double()
+    with torch.no_grad():
+        conv.weight.copy_(weight), conv.bias.copy_(bias)
+        with FastFloat64GroupedConvs():
+            routed = conv(x)
+    assert float((routed - expected).abs().max()) < 1e-12
+
+
+def test_float64_reference_equals_plain_float64_model():
+    import torch
+
+    from mobilekit.converters.runtimes import TorchRuntime
+    from mobilekit.inference import run_model
+    from mobilekit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("featherface_v1").eval()
+    image = np.random.default_rng(1).uniform(0, 255, (1, 64, 96, 3)).astype(np.float32)
+    runtime = TorchRuntime(model, float64=True)
+    fast = runtime.run(image)
+    plain = run_model(runtime.model, np.ascontiguousarray(image.transpose(0, 3, 1, 2), dtype=np.float64))
+    for name, value in plain.items():
+        assert fast[name].dtype == np.float64
+        np.testing.assert_allclose(fast[name], value.numpy(), rtol=0, atol=1e-12)

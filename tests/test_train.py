@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from console_scripts import console_script
 from mobilekit.checkpoint import load_weights
 from mobilekit.errors import MobilekitError
 from mobilekit.models import create_model
@@ -25,7 +26,7 @@ from mobilekit.training.loop import Trainer, _lr_factor
 
 MODEL = "retinaface_mnet025"  # the fastest RetinaFace-style model
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-MOBILEKIT = shutil.which("mobilekit") or "mobilekit"
+MOBILEKIT = console_script("mobilekit")
 
 
 @pytest.fixture(scope="session")
@@ -161,7 +162,7 @@ def test_distillation_run(trained, tiny_data, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_ddp_gloo_two_processes(tiny_data, tmp_path) -> None:
-    torchrun = shutil.which("torchrun") or "torchrun"
+    torchrun = console_script("torchrun")
     out = tmp_path / "ddp"
     proc = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node", "2", MOBILEKIT, "train", "--model", MODEL, "--data", str(tiny_data),

@@ -27,9 +27,15 @@ def _register_commands() -> None:
         module.register(app)
 
 
+def usage_error_type() -> type[Exception]:
+    """click's ``ClickException``, taken from typer itself: newer typers carry their own copy of click."""
+    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs a sub-command; user errors print one clear line and exit with status 2."""
+    """Entry point: runs a sub-command; usage and user errors print one clear message and exit with status 2."""
     _register_commands()
+    usage_error = usage_error_type()
     try:
         status = app(args=argv, standalone_mode=False)  # click returns typer.Exit codes here
         if isinstance(status, int) and status:
@@ -37,15 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     except MobilekitError as exc:
         err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
         sys.exit(2)
+    except usage_error as exc:  # unknown command or option, missing argument, a value that does not parse
+        exc.show()
+        sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors carry their own exit code and message
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from mobilekit.cli.options import check_int_list, check_sizes
 from mobilekit.errors import MobilekitError
 from mobilekit.paths import PROJECT_ROOT, shared_dir
 
@@ -32,7 +33,7 @@ def parse_sizes(text: str | None) -> list[tuple[int, int]]:
     """``"320,640"`` -> [(320, 320), (640, 640)]; ``"480x640"`` -> [(480, 640)] (H x W)."""
     if not text:
         return []
-    from mobilekit.inference import parse_size
+    from mobilekit.config import parse_size
 
     try:
         return list(dict.fromkeys(parse_size(item.strip()) for item in text.split(",") if item.strip()))
@@ -66,15 +67,15 @@ def check_device(device: str) -> None:
 def benchmark(
     targets: list[str] = typer.Argument(..., help="Export folders/files (from `mobilekit export`) or registered model names."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    threads: Optional[str] = typer.Option(None, "--threads", help="CPU thread counts, e.g. 1,2,4 (default: 1 and all usable cores)."),
-    runs: int = typer.Option(50, "--runs", help="At least this many timed runs per measurement."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed warm-up runs."),
-    min_seconds: float = typer.Option(2.0, "--min-seconds", help="Keep timing for at least this long."),
-    imgsz: Optional[str] = typer.Option(None, "--imgsz", help="Input sizes, e.g. 320,640 or 480x640 (default: each export's size; 640 for model names)."),
+    threads: Optional[str] = typer.Option(None, "--threads", callback=check_int_list, help="CPU thread counts, e.g. 1,2,4 (default: 1 and all usable cores)."),
+    runs: int = typer.Option(50, "--runs", min=1, help="At least this many timed runs per measurement."),
+    warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed warm-up runs."),
+    min_seconds: float = typer.Option(2.0, "--min-seconds", min=0.0, help="Keep timing for at least this long."),
+    imgsz: Optional[str] = typer.Option(None, "--imgsz", callback=check_sizes, help="Input sizes, e.g. 320,640 or 480x640 (default: each export's size; 640 for model names)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint for the PyTorch rows (default: the export's recorded weights, else random init)."),
     image: Optional[Path] = typer.Option(None, "--image", help="Photo for end-to-end timing (default: a shared test photo)."),
     backends: str = typer.Option(DEFAULT_BACKENDS, "--backends", help=f"Subset of {','.join(ALL_BACKENDS)} (tflite_builtin: TFLite with XNNPACK off)."),
-    conf: float = typer.Option(0.5, "--conf", help="Score threshold of the end-to-end decode (as in an app)."),
+    conf: float = typer.Option(0.5, "--conf", min=0.0, max=1.0, help="Score threshold of the end-to-end decode (as in an app)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report here (default: OUT_DIR/benchmark_DEVICE_TIME.json)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the PNG chart here (default: next to the JSON)."),
     out_dir: Path = typer.Option(PROJECT_ROOT / "benchmarks" / "results", "--out-dir", help="Folder for the default JSON/PNG names."),
@@ -135,14 +136,14 @@ def benchmark(
 
 def benchmark_train(
     models: list[str] = typer.Argument(..., help="Registered model names."),
-    imgsz: int = typer.Option(640, "--imgsz", help="Square training input size."),
-    batch: str = typer.Option("2,4", "--batch", help="Batch sizes, e.g. 2,4,8."),
+    imgsz: int = typer.Option(640, "--imgsz", min=32, help="Square training input size."),
+    batch: str = typer.Option("2,4", "--batch", callback=check_int_list, help="Batch sizes, e.g. 2,4,8."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    threads: int = typer.Option(1, "--threads", help="CPU threads (torch.set_num_threads)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
     amp: bool = typer.Option(False, "--amp", help="CUDA: autocast (bf16 where supported, else fp16 + GradScaler)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last model and input."),
-    steps: int = typer.Option(3, "--steps", help="Timed training steps per case."),
-    warmup: int = typer.Option(1, "--warmup", help="Untimed steps first."),
+    steps: int = typer.Option(3, "--steps", min=1, help="Timed training steps per case."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed steps first."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows here (default: benchmarks/results/training_DEVICE_TIME.json)."),
 ) -> None:
     """Training throughput (images/s, step time) and the peak memory of one training step, each case in a

@@ -9,16 +9,18 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from mobilekit.cli.options import check_device, check_share, check_size
+
 data_app = typer.Typer(help="Training data in the RetinaFace label.txt layout.", no_args_is_help=True)
 
 
 @data_app.command("synth")
 def synth(
     out: Path = typer.Option(..., "--out", help="Dataset root to write (train/ and val/ inside)."),
-    images: int = typer.Option(..., "--images", help="Number of images in total (train + val)."),
+    images: int = typer.Option(..., "--images", min=2, help="Number of images in total (train + val)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same dataset."),
-    imgsz: int = typer.Option(640, "--imgsz", help="Long side of the generated images in pixels."),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the images put in val/."),
+    imgsz: int = typer.Option(640, "--imgsz", min=32, help="Long side of the generated images in pixels."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", callback=check_share, help="Share of the images put in val/."),
 ) -> None:
     """Write a procedural face dataset (faces with 5 landmarks, distractors, clutter).
 
@@ -46,9 +48,9 @@ def label(
     model: str = typer.Option(..., "--model", help="Registered model name, e.g. retinaface_mnet025."),
     weights: Path = typer.Option(..., "--weights", help="Trained weights for --model."),
     out: Path = typer.Option(..., "--out", help="Output split folder: OUT/label.txt and OUT/images/."),
-    conf: float = typer.Option(0.5, "--conf", help="Keep detections with at least this score."),
-    imgsz: Optional[str] = typer.Option(None, "--imgsz", help="Detector input N or H,W (default: each image's own size)."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    conf: float = typer.Option(0.5, "--conf", min=0.0, max=1.0, help="Keep detections with at least this score."),
+    imgsz: Optional[str] = typer.Option(None, "--imgsz", callback=check_size, help="Detector input N or H,W (default: each image's own size)."),
+    device: str = typer.Option("cpu", "--device", callback=check_device, help="cpu, cuda or auto."),
 ) -> None:
     """Pseudo-label photos with a trained detector into the RetinaFace layout.
 
@@ -63,7 +65,8 @@ def label(
     """
     from mobilekit.data.labels import Face, LabeledImage, write_labels
     from mobilekit.image_io import list_images, read_image
-    from mobilekit.inference import detect_image, load_model, parse_size, resolve_device
+    from mobilekit.config import parse_size
+    from mobilekit.inference import detect_image, load_model, resolve_device
     from mobilekit.postprocess import PostprocessConfig
 
     detector = load_model(model, weights, resolve_device(device))

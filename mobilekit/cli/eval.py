@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from mobilekit.cli.options import check_device, check_size
 from mobilekit.errors import MobilekitError
 
 eval_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
@@ -21,8 +22,8 @@ def evaluate(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Weights for the model (loaded strictly)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset root with <split>/label.txt and images/."),
     split: str = typer.Option("val", "--split", help="Which split to evaluate."),
-    imgsz: Optional[str] = typer.Option(None, "--imgsz", help="Inference size N or H,W (default: each image's own size)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    imgsz: Optional[str] = typer.Option(None, "--imgsz", callback=check_size, help="Inference size N or H,W (default: each image's own size)."),
+    device: str = typer.Option("auto", "--device", callback=check_device, help="cpu, cuda or auto."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics to this JSON file."),
 ) -> None:
     """AP at IoU 0.5 (VOC all-point) of a model on a dataset in the label layout; or, as the
@@ -37,17 +38,14 @@ def evaluate(
     if ctx.invoked_subcommand is not None:
         return
     from mobilekit.evaluation.ap import evaluate_dataset
-    from mobilekit.inference import load_model, parse_size, resolve_device
+    from mobilekit.config import parse_size
+    from mobilekit.inference import load_model, resolve_device
 
     missing = [flag for flag, value in (("--model", model), ("--weights", weights), ("--data", data)) if value is None]
     if missing:
         raise MobilekitError(f"mobilekit eval needs {', '.join(missing)} (or use `mobilekit eval widerface`); see --help")
-    try:
-        dev = resolve_device(device)
-        size = parse_size(imgsz)
-    except (RuntimeError, ValueError) as exc:
-        raise MobilekitError(str(exc)) from None
-    net = load_model(model, weights, dev)
+    size = parse_size(imgsz)
+    net = load_model(model, weights, resolve_device(device))
     metrics = {"model": model, "weights": str(weights), "data": str(data), "split": split, "imgsz": list(size) if size else None}
     metrics.update(evaluate_dataset(net, data, split, size))
     Console().print(

@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mobilekit.cli.options import check_size
 from mobilekit.errors import MobilekitError
-from mobilekit.inference import parse_size
+from mobilekit.config import parse_size
 
 
 def export(
@@ -18,15 +19,15 @@ def export(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint to export (loaded strictly)."),
     random_init: bool = typer.Option(False, "--random-init", help="No weights: export a randomly initialised model (tests only; labelled in the metadata)."),
     seed: int = typer.Option(0, "--seed", help="Seed for --random-init."),
-    imgsz: str = typer.Option("640", "--imgsz", help="Input size N or H,W (multiples of the model's max stride)."),
+    imgsz: str = typer.Option("640", "--imgsz", callback=check_size, help="Input size N or H,W (multiples of the model's max stride)."),
     onnx: bool = typer.Option(False, "--onnx", help="Write the ONNX file."),
     simplify: bool = typer.Option(False, "--simplify", help="Write the onnxsim-simplified ONNX file."),
     tflite: bool = typer.Option(False, "--tflite", help="Write TFLite fp32 and fp16 (implies the ONNX steps)."),
     fp16: bool = typer.Option(False, "--fp16", help="Same as --tflite (fp16 is always written with fp32)."),
     int8: bool = typer.Option(False, "--int8", help="Also write int8 (float I/O) and full-integer (uint8 I/O) TFLite; needs --calib-images."),
     calib_images: Optional[Path] = typer.Option(None, "--calib-images", help="Folder of real photos for int8 calibration."),
-    calib_count: int = typer.Option(200, "--calib-count", help="At most this many calibration images."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
+    calib_count: int = typer.Option(200, "--calib-count", min=1, help="At most this many calibration images."),
+    opset: int = typer.Option(17, "--opset", min=17, help="ONNX opset (>= 17)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic H/W in the ONNX files (priors then come from the metadata); TFLite stays static."),
     out: Path = typer.Option(Path("exports"), "--out", help="Output folder."),
 ) -> None:
@@ -48,10 +49,7 @@ def export(
         raise MobilekitError("--weights and --random-init exclude each other")
     if weights is None and not random_init:
         raise MobilekitError(f"no weights for {name}: pass --weights PATH (or --random-init for a test export)")
-    try:
-        size = parse_size(imgsz)
-    except ValueError as exc:
-        raise MobilekitError(f"--imgsz: {exc}") from None
+    size = parse_size(imgsz)
     if calib_images is not None and not int8:
         raise MobilekitError("--calib-images is only used with --int8")
     model = build_source_model(name, weights, seed if random_init else None)

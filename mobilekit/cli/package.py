@@ -15,7 +15,7 @@ def package(
     precision: str = typer.Option("fp32", "--precision", help="TFLite variant: fp32, fp16, int8 (or int8_full)."),
     end_to_end: bool = typer.Option(False, "--end-to-end", help="Package a TFLite with decode + NMS inside the graph (fp32/fp16)."),
     golden_image: Optional[Path] = typer.Option(None, "--golden-image", help="Photo for golden/ (default: one of the shared images)."),
-    max_detections: int = typer.Option(100, "--max-det", help="Faces returned by the end-to-end model (fixed K)."),
+    max_detections: int = typer.Option(100, "--max-det", min=1, help="Faces returned by the end-to-end model (fixed K)."),
 ) -> None:
     """Write a folder a Flutter developer copies as is: model.tflite, model_meta.json, anchors.json,
     labels.txt, pubspec snippet, README, golden/ test files and the Dart decoder in lib/.

@@ -10,14 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mobilekit.inference import parse_size
-from mobilekit.models import create_model
-from mobilekit.profiling import cost_breakdown
+from mobilekit.cli.options import check_size
+from mobilekit.config import parse_size
 
 
 def params(
     name: str = typer.Argument(..., help="Registered model name (an unknown name lists the available ones)."),
-    imgsz: str = typer.Option("640", "--imgsz", help="Input size N or H,W for the MAC count."),
+    imgsz: str = typer.Option("640", "--imgsz", callback=check_size, help="Input size N or H,W for the MAC count."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the breakdown to this JSON file."),
 ) -> None:
     """Total and per-component parameters and multiply-accumulates at an input size.
@@ -28,6 +27,9 @@ def params(
 
       mobilekit params featherface_v1 --imgsz 480,640 --json params.json
     """
+    from mobilekit.models import create_model
+    from mobilekit.profiling import cost_breakdown
+
     size = parse_size(imgsz)
     model = create_model(name)
     rows = cost_breakdown(model, size)

@@ -17,7 +17,7 @@ def parity(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown report (and a PNG error plot next to it)."),
     xnnpack: bool = typer.Option(False, "--xnnpack", help="Run TFLite with the XNNPACK delegate (default: LiteRT built-in kernels)."),
-    threads: int = typer.Option(2, "--threads", help="CPU threads for ONNX Runtime and TFLite."),
+    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for ONNX Runtime and TFLite."),
 ) -> None:
     """Compare PyTorch, ONNX Runtime and every TFLite file on the same preprocessed images.
 

@@ -8,20 +8,17 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-import cv2
 import typer
 from rich.console import Console
 
-from mobilekit.draw import draw_detections
-from mobilekit.evaluation.widerface import write_widerface_predictions
+from mobilekit.cli.options import check_device, check_size
 from mobilekit.errors import MobilekitError
-from mobilekit.image_io import IMAGE_SUFFIXES, list_images, read_image
-from mobilekit.inference import detect_image, load_model, parse_size, resolve_device
-from mobilekit.postprocess import PostprocessConfig
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
     """Image files as given, folders expanded to the images inside them."""
+    from mobilekit.image_io import IMAGE_SUFFIXES, list_images
+
     images: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -48,17 +45,17 @@ def predict(
     images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: str = typer.Option("retinaface_mnet025", "--model", help="Registered model name."),
     weights: Path = typer.Option(..., "--weights", help="Checkpoint for the model (loaded strictly)."),
-    conf: float = typer.Option(0.02, "--conf", help="Score threshold before NMS."),
-    nms: float = typer.Option(0.4, "--nms", help="NMS IoU threshold."),
-    max_det: int = typer.Option(750, "--max-det", help="Faces kept per image after NMS."),
-    imgsz: Optional[str] = typer.Option(None, "--imgsz", help="Inference size N or H,W (default: each image's own size)."),
+    conf: float = typer.Option(0.02, "--conf", min=0.0, max=1.0, help="Score threshold before NMS."),
+    nms: float = typer.Option(0.4, "--nms", min=0.0, max=1.0, help="NMS IoU threshold."),
+    max_det: int = typer.Option(750, "--max-det", min=1, help="Faces kept per image after NMS."),
+    imgsz: Optional[str] = typer.Option(None, "--imgsz", callback=check_size, help="Inference size N or H,W (default: each image's own size)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write all detections to this JSON file."),
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write images with faces drawn here."),
     widerface_out: Optional[Path] = typer.Option(
         None, "--widerface-out", help="Also write official WIDER FACE prediction files DIR/EVENT/NAME.txt (EVENT = the image's folder)."
     ),
-    draw_score: float = typer.Option(0.5, "--draw-score", help="Only faces at or above this score are drawn."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    draw_score: float = typer.Option(0.5, "--draw-score", min=0.0, max=1.0, help="Only faces at or above this score are drawn."),
+    device: str = typer.Option("auto", "--device", callback=check_device, help="cpu, cuda or auto."),
 ) -> None:
     """Detect faces (boxes, scores, 5 landmarks) in images.
 
@@ -70,6 +67,15 @@ def predict(
 
       mobilekit predict WIDER_val/images --weights best.pth --widerface-out preds/ && mobilekit eval widerface --preds preds/ --gt ../shared/widerface_eval
     """
+    import cv2
+
+    from mobilekit.config import parse_size
+    from mobilekit.draw import draw_detections
+    from mobilekit.evaluation.widerface import write_widerface_predictions
+    from mobilekit.image_io import read_image
+    from mobilekit.inference import detect_image, load_model, resolve_device
+    from mobilekit.postprocess import PostprocessConfig
+
     size = parse_size(imgsz)
     paths = expand_inputs(images)
     net = load_model(model, weights, resolve_device(device))

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from mobilekit.cli.options import check_device
 from mobilekit.errors import MobilekitError
 from mobilekit.pipeline import Pipeline, PipelineConfig
 
@@ -17,13 +18,13 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", help="Training YAML (see `mobilekit train --help`)."),
     out: Path = typer.Option(Path("runs/default"), "--out", help="Where every step writes its results."),
     flutter_out: Optional[Path] = typer.Option(None, "--flutter-out", help="Flutter asset folder (default flutter_assets/MODEL)."),
-    imgsz: int = typer.Option(256, "--imgsz", help="Synthetic data, training, evaluation and export input size."),
-    epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
+    imgsz: int = typer.Option(PipelineConfig.imgsz, "--imgsz", min=32, help="Synthetic data, training, evaluation and export input size."),
+    epochs: int = typer.Option(PipelineConfig.epochs, "--epochs", min=1, help="Training epochs."),
     pretrained_backbone: Optional[Path] = typer.Option(
         None, "--pretrained-backbone", help="ImageNet MobileNet-0.25 (default: the shared folder's, when present)."
     ),
-    images: int = typer.Option(300, "--images", help="Synthetic images to make when no --data is given."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    images: int = typer.Option(PipelineConfig.synth_images, "--images", min=2, help="Synthetic images to make when no --data is given."),
+    device: str = typer.Option("auto", "--device", callback=check_device, help="cpu, cuda or auto."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete OUT first instead of resuming."),
 ) -> None:
     """Make data, train, evaluate, export (ONNX, simplified ONNX, TFLite fp32/fp16/int8), check parity,

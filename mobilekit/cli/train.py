@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from mobilekit.cli.options import check_batch, check_device, check_positive
 from mobilekit.errors import MobilekitError
 
 
@@ -27,10 +28,10 @@ def _checkpoint_config(path: Path) -> dict:
 def train_command(
     model: Optional[str] = typer.Option(None, "--model", help="Registered model name (default featherface_v1)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset root with train/label.txt (and val/label.txt)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Number of epochs."),
-    batch: Optional[str] = typer.Option(None, "--batch", help="Images per step and process, or 'auto' (CUDA)."),
-    imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Square training size (multiple of 32)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Number of epochs."),
+    batch: Optional[str] = typer.Option(None, "--batch", callback=check_batch, help="Images per step and process, or 'auto' (CUDA)."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Square training size (multiple of 32)."),
+    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:N or auto."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (bf16 where supported, else fp16)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pt exactly (its settings are reused)."),
     pretrained_backbone: Optional[Path] = typer.Option(None, "--pretrained-backbone", help="ImageNet MobileNetV1-0.25 weights."),
@@ -39,9 +40,9 @@ def train_command(
     teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Teacher architecture (default featherface_v1 for featherface_v2)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (checkpoints, logs, curves)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings; command-line options override it."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading worker processes."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest on a busy shared CPU)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading worker processes."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=0, help="CPU threads for torch (0: torch's default; 1 is fastest on a busy shared CPU)."),
+    lr: Optional[float] = typer.Option(None, "--lr", callback=check_positive, help="Peak learning rate."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw or sgd."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (runs are reproducible)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show the progress bar."),

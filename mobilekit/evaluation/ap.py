@@ -95,7 +95,8 @@ def evaluate_dataset(
     their own size when ``imgsz`` is None. Returns ``{"ap50", "recall", "images", "faces", "detections"}``.
     """
     from mobilekit.data.dataset import FaceDataset
-    from mobilekit.inference import detect_image, parse_size
+    from mobilekit.config import parse_size
+    from mobilekit.inference import detect_image
 
     dataset = FaceDataset(root, split=split, augment=False)
     size = parse_size(imgsz)

@@ -93,7 +93,7 @@ def decode(
 
 def nms(candidates: Detections, settings: DecoderSettings) -> Detections:
     """``nms``: greedy suppression over candidates sorted best first; keeps ``max_detections``."""
-    kept = nms_numpy(candidates.boxes, candidates.scores, settings.nms_iou, offset=settings.nms_offset)[: settings.max_detections]
+    kept = nms_numpy(candidates.boxes, candidates.scores, settings.nms_iou, offset=settings.nms_offset, max_keep=settings.max_detections)
     return Detections(candidates.boxes[kept], candidates.scores[kept], candidates.landmarks[kept])
 
 

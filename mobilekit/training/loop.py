@@ -107,7 +107,7 @@ def _lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.cfg = cfg = config.validate()
-        self.device = self._resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.dist: DistInfo = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -153,13 +153,6 @@ class Trainer:
     # -- set-up ---------------------------------------------------------------------------------
     def log(self, message: str) -> None:
         self.console.print(message, highlight=False)
-
-    @staticmethod
-    def _resolve_device(name: str) -> torch.device:
-        try:
-            return resolve_device(name)
-        except RuntimeError as exc:
-            raise MobilekitError(f"{exc} (use --device cpu or auto)") from None
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.cfg.amp:
@@ -399,9 +392,12 @@ class Trainer:
             stats = self.train_one_epoch(epoch)
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **stats}
             if self.dist.is_main:
-                last_epoch = epoch + 1 == cfg.epochs
-                self.recalibrate(epoch)
-                if self.has_val and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
+                evaluate = self.has_val and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
+                # Weights that get evaluated or may be saved as best get precise statistics; the reset
+                # makes them independent of earlier recalibrations, so skipping the others changes nothing.
+                if evaluate or not self.has_val or not (self.out / BEST_WEIGHTS).is_file():
+                    self.recalibrate(epoch)
+                if evaluate:
                     val = self.validate()
                     row.update(val_ap50=val["ap50"], val_recall=val["recall"])
                 score = row["val_ap50"] if "val_ap50" in row else (-row["loss"] if not self.has_val else None)
