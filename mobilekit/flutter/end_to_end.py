@@ -213,13 +213,14 @@ def _run_job(job: dict) -> dict:
     onnx2tf = tflite_worker._offline_onnx2tf(sample)
     start = time.perf_counter()
     try:
-        onnx2tf.convert(
-            input_onnx_file_path=job["onnx_path"],
-            output_folder_path=str(work / "onnx2tf"),
-            output_signaturedefs=True,
-            not_use_onnxsim=True,
-            verbosity="error",
-        )
+        with tflite_worker._skip_onnx2tf_tflite_files():
+            onnx2tf.convert(
+                input_onnx_file_path=job["onnx_path"],
+                output_folder_path=str(work / "onnx2tf"),
+                output_signaturedefs=True,
+                not_use_onnxsim=True,
+                verbosity="error",
+            )
     except SystemExit as exc:
         raise RuntimeError(f"onnx2tf stopped (exit {exc.code})") from None
     reference = tflite_worker._onnx_reference(job["onnx_path"], job["input_name"], sample)
@@ -231,7 +232,7 @@ def _run_job(job: dict) -> dict:
     module = _end_to_end_module(tf, tf.saved_model.load(str(named)), np.load(work / "priors.npy"), job)
     e2e_dir = work / "end_to_end"
     tf.saved_model.save(module, str(e2e_dir), signatures={"serving_default": module.serve})
-    Path(job["target"]).write_bytes(tflite_worker._convert(e2e_dir, job["precision"], None, job["input_name"]))
+    Path(job["target"]).write_bytes(tflite_worker._convert(e2e_dir, job["precision"], None))
     io_spec = tflite_worker.signature_io(job["target"])
     if sorted(io_spec["outputs"]) != sorted(OUTPUT_NAMES):
         raise RuntimeError(f"end-to-end signature outputs {sorted(io_spec['outputs'])} != {sorted(OUTPUT_NAMES)}")
