@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mobilekit.converters.model_source import source_model_name
+from mobilekit.converters.variants import VARIANT, parse_artefact_name
 from mobilekit.errors import MobilekitError
 from mobilekit.models import list_models
+from mobilekit.models.registry import is_model_file
 
 TORCH_CPU_MODES = ("torch", "torch_channels_last", "torch_compile")
-ARTEFACT_NAME = re.compile(r"^(?P<stem>.+?)_(?P<h>\d+)(?:x(?P<w>\d+))?(?:_(?P<variant>sim|fp32|fp16|int8_full|int8))?\.(?P<ext>onnx|tflite)$")
-PRECISIONS = {"onnx": "fp32", "onnx_sim": "fp32", "fp32": "fp32", "fp16": "fp16 weights", "int8": "int8", "int8_full": "int8 (uint8 I/O)"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def _artefact_from_sidecar(path: Path, meta: dict) -> Artefact:
     source = meta.get("model", {})
     return Artefact(
         path=path,
-        model=source["name"],
+        model=source_model_name(source),
         variant=meta["artefact"]["variant"],
         imgsz=None if dynamic else tuple(meta["input_hw"]),
         weights=source.get("weights"),
@@ -78,14 +78,11 @@ def _artefact_from_sidecar(path: Path, meta: dict) -> Artefact:
 
 def _artefact_from_name(path: Path) -> Artefact | None:
     """Fallback for files without a sidecar: ``{model}_{size}[_variant].{onnx|tflite}``."""
-    match = ARTEFACT_NAME.match(path.name)
-    if match is None or match["stem"] not in list_models():
+    parsed = parse_artefact_name(path.name)
+    if parsed is None or parsed[0] not in list_models():
         return None
-    variant = {"onnx": "onnx", "tflite": "fp32"}[match["ext"]] if match["variant"] is None else match["variant"]
-    if variant == "sim":
-        variant = "onnx_sim"
-    h = int(match["h"])
-    return Artefact(path, match["stem"], variant, (h, int(match["w"] or h)), None, None)
+    stem, size, variant = parsed
+    return Artefact(path, stem, variant, size, None, None)
 
 
 def find_exports(folder: Path) -> list[Artefact]:
@@ -135,7 +132,7 @@ def _file_cases(artefact: Artefact, sizes, threads, device: str, backends) -> li
         use_sizes = [artefact.imgsz]
     else:
         use_sizes = sizes or [(640, 640)]
-    precision = PRECISIONS.get(artefact.variant, artefact.variant)
+    precision = VARIANT[artefact.variant].label if artefact.variant in VARIANT else artefact.variant
     path = str(artefact.path)
     cases = []
     for size in use_sizes:
@@ -179,7 +176,7 @@ def plan_cases(
                 cases += _torch_cases(model, model_weights, (seed or 0) if model_weights is None else None, torch_sizes, threads, device, backends)
             for artefact in artefacts:
                 cases += _file_cases(artefact, sizes, threads, device, backends)
-        elif target in list_models():
+        elif target in list_models() or is_model_file(target):
             model_sizes = sizes or [(640, 640)]
             cases += _torch_cases(target, weights, None if weights else 0, model_sizes, threads, device, backends)
             if onnx_dir is not None and "onnxruntime" in backends:
@@ -192,7 +189,7 @@ def plan_cases(
                     artefact = Artefact(onnx_path, target, "onnx", size, weights, None)
                     cases += _file_cases(artefact, [size], threads, device, backends)
         else:
-            raise MobilekitError(f"{target!r} is neither an export folder/file nor a registered model ({', '.join(list_models())})")
+            raise MobilekitError(f"{target!r} is neither an export folder/file nor a registered model ({', '.join(list_models())}) nor PATH.py:FUNCTION")
     return list(dict.fromkeys(cases))
 
 
@@ -204,6 +201,6 @@ def export_onnx_on_the_fly(model_name: str, weights: str | None, size: tuple[int
 
     model = build_source_model(model_name, weights, None if weights else 0)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{artefact_stem(model_name, size)}.onnx"
+    path = out_dir / f"{artefact_stem(model.deploy.name, size)}.onnx"
     export_onnx(prepare_deploy_module(model), size, path)
     return path

@@ -25,7 +25,7 @@ from mobilekit.benchmarks.timing import TimingConfig, measure
 from mobilekit.converters.runtimes import BackendUnavailable, OnnxRuntime, TFLiteRuntime
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import read_image, resize_to_input
-from mobilekit.postprocess import PostprocessConfig, decode_outputs
+from mobilekit.families import decode_outputs, family_of
 
 MEMORY_METHOD = (
     "fresh subprocess per case: peak = VmHWM of /proc/self/status (peak RSS since exec; ru_maxrss would include "
@@ -55,8 +55,9 @@ def _file_bytes(case: Case) -> int | None:
     return Path(case.path).stat().st_size if case.path else None
 
 
-def measure_case(case: Case, timing: TimingConfig, image: np.ndarray, post: PostprocessConfig) -> dict:
-    """Row for ``case`` measured in this process (memory not measured); unavailable backends give a row too."""
+def measure_case(case: Case, timing: TimingConfig, image: np.ndarray, score_threshold: float | None = None) -> dict:
+    """Row for ``case`` measured in this process (memory not measured); unavailable backends give a row too.
+    The end-to-end decode keeps faces at ``score_threshold`` (default: the model's app threshold)."""
     import cv2
     import torch
 
@@ -68,6 +69,7 @@ def measure_case(case: Case, timing: TimingConfig, image: np.ndarray, post: Post
     cv2.setNumThreads(case.threads)
     try:
         runner, deploy = load_runner(case)
+        post = family_of(deploy).postprocess(deploy, conf_threshold=score_threshold if score_threshold is not None else deploy.score_threshold)
         resized, _ = resize_to_input(image, case.imgsz, deploy.resize, deploy.pad_value)
         if isinstance(runner, TorchRunner):
             runner.check_compiles(resized)
@@ -113,11 +115,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_isolated(case: Case, timing: TimingConfig, image_path: Path, post: PostprocessConfig, timeout_s: float = 1800) -> dict:
+def measure_isolated(case: Case, timing: TimingConfig, image_path: Path, score_threshold: float | None = None, timeout_s: float = 1800) -> dict:
     """Row for ``case`` measured in a fresh ``python`` process (adds ``memory``)."""
     if case.unavailable is not None:
         return {**case.to_dict(), "status": "unavailable", "reason": case.unavailable, "file_bytes": None}
-    job = {"case": case.to_dict(), "timing": asdict(timing), "image": str(image_path), "post": asdict(post)}
+    job = {"case": case.to_dict(), "timing": asdict(timing), "image": str(image_path), "score_threshold": score_threshold}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **{k: str(case.threads) for k in THREAD_ENV})
     row, failure = run_child("mobilekit.benchmarks.measure", job, env, timeout_s)
     if failure is not None:
@@ -158,7 +160,7 @@ def _child_main() -> None:
         import ai_edge_litert.interpreter  # noqa: F401
     image = read_image(job["image"])
     baseline = rss_mb()
-    row = measure_case(case, TimingConfig(**job["timing"]), image, PostprocessConfig(**job["post"]))
+    row = measure_case(case, TimingConfig(**job["timing"]), image, job["score_threshold"])
     peak = peak_rss_mb()
     row["memory"] = {"peak_rss_mb": round(peak, 1), "delta_rss_mb": round(peak - baseline, 1), "method": MEMORY_METHOD}
     print(json.dumps(row))

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mobilekit.converters.metadata import write_json_atomic
+from mobilekit.atomic import write_json_atomic
 
 
 COLUMNS = ("model", "backend", "provider used", "thr", "size", "median ms", "p90", "p99", "mean +- std", "FPS", "CPU ms", "e2e median ms", "e2e FPS", "file MB", "peak RSS MB", "GMACs", "GFLOP/s", "% peak", "dets")
@@ -68,7 +68,7 @@ def print_report(report: dict, console: Console | None = None) -> None:
 
 
 def write_json(report: dict, path: str | Path) -> Path:
-    return write_json_atomic(report, path)
+    return write_json_atomic(path, report)
 
 
 def read_json(path: str | Path) -> dict:

@@ -11,7 +11,6 @@ from mobilekit.benchmarks.hardware import machine_description, matmul_peak
 from mobilekit.benchmarks.measure import MEMORY_METHOD, measure_case, measure_isolated
 from mobilekit.benchmarks.timing import TimingConfig
 from mobilekit.image_io import read_image
-from mobilekit.postprocess import PostprocessConfig
 
 SCHEMA = "mobilekit.benchmark/1"
 
@@ -42,7 +41,7 @@ def run_suite(
     cases: list[Case],
     timing: TimingConfig,
     image_path: Path,
-    post: PostprocessConfig,
+    score_threshold: float | None = None,
     isolate: bool = True,
     probe_peak: bool = True,
     on_row: Callable[[dict, dict], None] | None = None,
@@ -57,7 +56,8 @@ def run_suite(
         "settings": {
             "timing": asdict(timing),
             "image": str(image_path),
-            "postprocess": asdict(post),
+            "postprocess": "the model family's decode settings, keeping faces at score_threshold",
+            "score_threshold": score_threshold if score_threshold is not None else "each model's app threshold (deploy.score_threshold)",
             "memory_method": MEMORY_METHOD if isolate else "not measured (in-process run)",
             "model_only": "inference on a prepared input (layout/dtype/device conversion excluded)",
             "end_to_end": "resize_to_input + layout/dtype conversion + inference + decode_outputs (decode, threshold, NMS)",
@@ -71,7 +71,7 @@ def run_suite(
     macs = {key: model_macs(*key) for key in dict.fromkeys((c.model, c.imgsz) for c in cases)}
     image = None if isolate else read_image(image_path)
     for case in cases:
-        row = measure_isolated(case, timing, image_path, post) if isolate else measure_case(case, timing, image, post)
+        row = measure_isolated(case, timing, image_path, score_threshold) if isolate else measure_case(case, timing, image, score_threshold)
         row = add_compute(row, macs[(case.model, case.imgsz)], peaks.get(case.threads) if case.device == "cpu" else None)
         report["rows"].append(row)
         if on_row is not None:

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Iterator
 
 SIDECAR_SCHEMA = "mobilekit.export/1"
-
-INPUT_LAYOUTS = {"onnx": "NCHW", "tflite": "NHWC"}
-
-OUTPUT_MEANINGS = {
-    "loc": "box offsets per prior (dx, dy, dw, dh), encoded against the priors with the variances",
-    "conf": "class probabilities per prior (softmax over background, face)",
-    "landmarks": "5 landmark offsets per prior (x, y interleaved), encoded against the priors",
-}
 
 
 def artefact_stem(model_name: str, input_hw: tuple[int, int]) -> str:
@@ -56,47 +45,6 @@ def tool_versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def partial_path(path: Path) -> Path:
-    """The temporary name a file is written under: it never ends in ``.onnx``/``.tflite``/``.json``."""
-    return path.with_name(f".{path.name}.{os.getpid()}.partial")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it to ``path`` only when the block succeeds."""
-    path = Path(path)
-    tmp = partial_path(path)
-    try:
-        yield tmp
-        if not tmp.is_file() or tmp.stat().st_size == 0:
-            raise RuntimeError(f"nothing was written for {path}")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json_atomic(data: dict, path: str | Path) -> Path:
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-    return path
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def read_sidecar(path: str | Path) -> dict:

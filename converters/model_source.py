@@ -11,6 +11,7 @@ from mobilekit.checkpoint import load_weights
 from mobilekit.converters.metadata import sha256_file
 from mobilekit.errors import MobilekitError
 from mobilekit.models import FaceDetector, create_model
+from mobilekit.models.registry import is_model_file
 
 
 @torch.no_grad()
@@ -49,14 +50,42 @@ def build_source_model(name: str, weights: str | Path | None = None, random_seed
     return randomize_for_testing(create_model(name), random_seed)
 
 
-def source_metadata(weights: str | Path | None, random_seed: int | None) -> dict:
-    """What the sidecar records so :func:`build_source_model` can rebuild the model later."""
+def source_metadata(weights: str | Path | None, random_seed: int | None, model: str | None = None) -> dict:
+    """What the sidecar records so :func:`rebuild_source_model` can rebuild the model later: the weights
+    (or the random seed) and, for your own ``PATH.py:FUNCTION`` model, that file and its sha256."""
+    built = {}
+    if model is not None and is_model_file(model):
+        path, _, function = model.rpartition(":")
+        file = Path(path).expanduser().resolve()
+        built = {"build": f"{file}:{function}", "build_sha256": sha256_file(file)}
     if weights is not None:
         path = Path(weights).resolve()
-        return {"weights": str(path), "weights_sha256": sha256_file(path), "random_init": False}
+        return {**built, "weights": str(path), "weights_sha256": sha256_file(path), "random_init": False}
     return {
+        **built,
         "weights": None,
         "random_init": True,
         "random_seed": random_seed,
         "warning": "RANDOMLY INITIALISED (randomize_for_testing): for pipeline tests only, detects nothing",
     }
+
+
+def source_model_name(model_meta: dict) -> str:
+    """What to build for a sidecar's ``model`` block: the recorded ``PATH.py:FUNCTION`` or the registered name."""
+    return model_meta.get("build") or model_meta["name"]
+
+
+def rebuild_source_model(model_meta: dict, weights: str | Path | None = None) -> FaceDetector:
+    """The PyTorch model a sidecar describes, with ``weights`` (default: the recorded ones) or the
+    recorded random seed; a model file that changed since the export is an error."""
+    build = model_meta.get("build")
+    if build is not None:
+        file = Path(build.rpartition(":")[0])
+        if not file.is_file():
+            raise MobilekitError(f"model file {file} recorded in the sidecar is not on this machine")
+        if sha256_file(file) != model_meta.get("build_sha256"):
+            raise MobilekitError(f"model file {file} changed since the export (sha256 differs): re-export it")
+    source_weights = weights or model_meta.get("weights")
+    if source_weights is not None and not Path(source_weights).is_file():
+        raise MobilekitError(f"weights {source_weights} recorded for {model_meta['name']} not found: pass --weights PATH")
+    return build_source_model(source_model_name(model_meta), source_weights, None if source_weights else model_meta.get("random_seed"))

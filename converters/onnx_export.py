@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mobilekit.converters.metadata import atomic_output
+from mobilekit.atomic import atomic_path
 from mobilekit.errors import MobilekitError
 from mobilekit.models import DeployModule, FaceDetector
 
@@ -152,7 +152,7 @@ def export_onnx(
     example = torch.rand(1, 3, *input_hw, generator=torch.Generator().manual_seed(0)) * 255.0
     dynamic_axes = {INPUT_NAME: {2: "height", 3: "width"}} | {n: {1: "priors"} for n in output_names} if dynamic else None
     path = Path(path)
-    with atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -208,7 +208,7 @@ def simplify_onnx(source: str | Path, target: str | Path) -> tuple[bool, str]:
         return False, f"onnxsim could not simplify the graph ({type(exc).__name__}: {str(exc).strip()[:300]}); using the unsimplified ONNX"
     if not check_ok:
         return False, "onnxsim's own check failed (outputs differ from the unsimplified graph); using the unsimplified ONNX"
-    with atomic_output(Path(target)) as tmp:
+    with atomic_path(target) as tmp:
         onnx.save(simplified, str(tmp))
         check_onnx(tmp)
     before, after = len(model.graph.node), len(simplified.graph.node)

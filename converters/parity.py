@@ -14,25 +14,16 @@ import numpy as np
 
 from mobilekit.box_coder import box_iou
 from mobilekit.converters.metadata import find_artefacts
-from mobilekit.converters.model_source import build_source_model
+from mobilekit.converters.model_source import rebuild_source_model
 from mobilekit.converters.runtimes import TorchRuntime, open_runtime
+from mobilekit.converters.variants import VARIANT
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import list_images, read_image, resize_to_input
-from mobilekit.postprocess import Detections, decode_outputs
+from mobilekit.families import ParityTolerance, decode_outputs, family_of
+from mobilekit.postprocess import Detections
 
 FACE_SCORE = 0.5
 MATCH_IOU = 0.5
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    fp32_max_abs: float = 1e-4
-    fp16_match_iou: float = 0.9
-    int8_match_iou: float = 0.5
-    int8_min_recall: float = 0.95
-
-
-PRECISION_OF_VARIANT = {"onnx": "fp32", "onnx_sim": "fp32", "fp32": "fp32", "fp16": "fp16", "int8": "int8", "int8_full": "int8"}
 
 
 def tensor_metrics(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
@@ -102,7 +93,7 @@ class ArtefactParity:
     verdict: str = ""
 
 
-def judge(result: ArtefactParity, thresholds: Thresholds) -> None:
+def judge(result: ArtefactParity, thresholds: ParityTolerance) -> None:
     """Set ``passed``, ``criterion`` and ``verdict`` for the artefact's precision."""
     faces = result.faces
     if result.precision == "fp32":
@@ -149,13 +140,14 @@ def check_artefacts(
     export_dir: str | Path,
     images: str | Path,
     weights: str | Path | None = None,
-    thresholds: Thresholds = Thresholds(),
+    thresholds: ParityTolerance | None = None,
     num_threads: int = 2,
     xnnpack: bool = False,
 ) -> dict:
     """Run PyTorch and every exported file in ``export_dir`` on ``images``; returns the parity report dict.
 
     TFLite runs on LiteRT's built-in kernels unless ``xnnpack`` (the default delegate on devices).
+    ``thresholds`` default to each model family's declared parity tolerance.
     """
     artefacts = find_artefacts(export_dir)
     if not artefacts:
@@ -167,14 +159,13 @@ def check_artefacts(
     for path, meta in artefacts:
         groups.setdefault((meta["model"]["name"], tuple(meta["input_hw"])), []).append((path, meta))
     results: list[ArtefactParity] = []
+    tolerances: dict[str, dict] = {}
     errors_by_artefact: dict[str, dict[str, np.ndarray]] = {}
     for (name, input_hw), members in groups.items():
-        model_meta = members[0][1]["model"]
-        source_weights = weights or model_meta.get("weights")
-        if source_weights is not None and not Path(source_weights).is_file():
-            raise MobilekitError(f"weights {source_weights} recorded for {name} not found: pass --weights PATH")
-        model = build_source_model(name, source_weights, None if source_weights else model_meta.get("random_seed"))
+        model = rebuild_source_model(members[0][1]["model"], weights)
         deploy = model.deploy
+        tolerance = thresholds or family_of(deploy).parity
+        tolerances[name] = asdict(tolerance)
         inputs = load_inputs(image_paths, deploy, input_hw)
         torch_rt = TorchRuntime(model, float64=True)
         reference = [torch_rt.run(image[None]) for image in inputs]
@@ -185,7 +176,7 @@ def check_artefacts(
             if missing:
                 raise MobilekitError(f"{path.name} lacks outputs {sorted(missing)} (has {runtime.output_names})")
             variant = meta["artefact"]["variant"]
-            result = ArtefactParity(path.name, meta["artefact"]["format"], variant, PRECISION_OF_VARIANT[variant], meta["artefact"].get("export_seconds"))
+            result = ArtefactParity(path.name, meta["artefact"]["format"], variant, VARIANT[variant].precision, meta["artefact"].get("export_seconds"))
             diffs: dict[str, list[np.ndarray]] = {n: [] for n in deploy.output_names}
             per_tensor: dict[str, list[dict]] = {n: [] for n in deploy.output_names}
             for image_path, image, ref_out, ref_det in zip(image_paths, inputs, reference, ref_faces):
@@ -204,14 +195,14 @@ def check_artefacts(
                 for n, ms in per_tensor.items()
             }
             result.faces = _merge_faces(result.per_image)
-            judge(result, thresholds)
+            judge(result, tolerance)
             results.append(result)
             errors_by_artefact[path.name] = {n: np.concatenate(v) for n, v in diffs.items()}
     return {
         "export_dir": str(Path(export_dir).resolve()),
         "images": [p.name for p in image_paths],
         "reference": "PyTorch evaluated in float64 (its own float32 rounding is not charged to the exported files)",
-        "thresholds": asdict(thresholds),
+        "thresholds": tolerances,
         "tflite_kernels": "XNNPACK delegate" if xnnpack else "LiteRT built-in kernels (no default delegate)",
         "face_score": FACE_SCORE,
         "match_iou": MATCH_IOU,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilekit.converters.metadata import atomic_output, write_json_atomic
+from mobilekit.atomic import atomic_path, write_json_atomic
 
 
 def _fmt(value, spec: str = ".3g") -> str:
@@ -14,7 +14,7 @@ def _fmt(value, spec: str = ".3g") -> str:
 
 
 def write_json(report: dict, path: str | Path) -> Path:
-    return write_json_atomic({k: v for k, v in report.items() if not k.startswith("_")}, path)
+    return write_json_atomic(path, {k: v for k, v in report.items() if not k.startswith("_")})
 
 
 def markdown(report: dict) -> str:
@@ -51,7 +51,7 @@ def markdown(report: dict) -> str:
 
 def write_markdown(report: dict, path: str | Path) -> Path:
     path = Path(path)
-    with atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(markdown(report))
     return path
 
@@ -75,7 +75,7 @@ def write_plot(report: dict, path: str | Path) -> Path:
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    with atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path

@@ -10,22 +10,22 @@ from typing import Iterable
 
 import numpy as np
 
+from mobilekit.atomic import write_json_atomic
 from mobilekit.converters.calibration import load_calibration_images, synthetic_sample
 from mobilekit.converters.metadata import (
-    OUTPUT_MEANINGS,
     SIDECAR_SCHEMA,
     artefact_stem,
     sha256_file,
     sidecar_path,
     tool_versions,
-    write_json_atomic,
 )
 from mobilekit.converters.onnx_export import INPUT_NAME, check_onnx, export_onnx, prepare_deploy_module, simplify_onnx
-from mobilekit.converters.tflite_export import TFLITE_VARIANTS, VARIANT_DESCRIPTIONS, convert_to_tflite
+from mobilekit.converters.tflite_export import convert_to_tflite
+from mobilekit.converters.variants import FORMATS, INT8_VARIANTS, TFLITE_VARIANTS, VARIANT, artefact_path
 from mobilekit.errors import MobilekitError
+from mobilekit.families import family_of
 from mobilekit.models import FaceDetector
 
-FORMATS = ("onnx", "onnx_sim", *TFLITE_VARIANTS)
 DEFAULT_FORMATS = ("onnx", "onnx_sim", "fp32", "fp16")
 
 
@@ -41,7 +41,7 @@ def resolve_formats(onnx: bool = False, simplify: bool = False, tflite: bool = F
     if tflite:
         formats += ["fp32", "fp16"]
     if int8:
-        formats += ["int8", "int8_full"]
+        formats += INT8_VARIANTS
     return tuple(formats)
 
 
@@ -89,7 +89,7 @@ def export_model(
     check_output_dir(out_dir)
     variants = tuple(v for v in TFLITE_VARIANTS if v in formats)
     calibration = None
-    if any(v.startswith("int8") for v in variants):
+    if any(v in INT8_VARIANTS for v in variants):
         if calib_images is None:
             raise MobilekitError("--int8 needs --calib-images DIR (real photos, resized as at inference)")
         calibration = load_calibration_images(calib_images, deploy, input_hw, calib_count)
@@ -104,14 +104,14 @@ def export_model(
 
     with tempfile.TemporaryDirectory(prefix="mobilekit_export_") as scratch_name:
         scratch = Path(scratch_name)
-        onnx_path = (out_dir if "onnx" in formats else scratch) / f"{stem}.onnx"
+        onnx_path = artefact_path(out_dir if "onnx" in formats else scratch, stem, "onnx")
         start = time.perf_counter()
         onnx_summary = export_onnx(deploy_module, input_hw, onnx_path, opset, dynamic=dynamic)
         if "onnx" in formats:
             finish(onnx_path, "onnx", "onnx", time.perf_counter() - start, {"onnx": onnx_summary, "dynamic_hw": dynamic})
         sim_ok = False
         if "onnx_sim" in formats or variants:
-            sim_path = (out_dir if "onnx_sim" in formats else scratch) / f"{stem}_sim.onnx"
+            sim_path = artefact_path(out_dir if "onnx_sim" in formats else scratch, stem, "onnx_sim")
             start = time.perf_counter()
             sim_ok, message = simplify_onnx(onnx_path, sim_path)
             common["notes"].append(message)
@@ -134,7 +134,7 @@ def export_model(
                 extra = {
                     "tflite": {
                         "variant": variant,
-                        "description": VARIANT_DESCRIPTIONS[variant],
+                        "description": VARIANT[variant].description,
                         "converted_from": tflite_source.name,
                         "signature": "serving_default",
                         "io": info["io"],
@@ -161,7 +161,7 @@ def _common_metadata(model: FaceDetector, input_hw, source: dict, calibration: n
             **source,
         },
         "input_hw": list(input_hw),
-        "priors": deploy.priors.to_dict(),
+        "anchors": family_of(deploy).anchors(deploy),
         "deploy": deploy.to_dict(),
         "calibration": None
         if calibration is None
@@ -198,7 +198,7 @@ def _input_spec(fmt: str, input_hw, extra: dict, deploy) -> dict:
 def _output_specs(fmt: str, extra: dict, deploy) -> list[dict]:
     specs = []
     for name in deploy.output_names:
-        spec = {"name": name, "meaning": OUTPUT_MEANINGS.get(name, "")}
+        spec = {"name": name, "meaning": family_of(deploy).output_meanings.get(name, "")}
         if fmt == "onnx":
             spec.update(shape=extra["onnx"]["outputs"][name], dtype="float32")
         else:
@@ -230,5 +230,5 @@ def _finish(path: Path, deploy, common: dict, fmt: str, variant: str, seconds: f
         **extra,
         "notes": list(common["notes"]),
     }
-    write_json_atomic(meta, sidecar_path(path))
+    write_json_atomic(sidecar_path(path), meta)
     return path

@@ -12,21 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilekit.converters.metadata import partial_path
+from mobilekit.atomic import partial_path
 from mobilekit.converters.onnx_export import ExportError, module_path_from_node
-
-TFLITE_VARIANTS = ("fp32", "fp16", "int8", "int8_full")
-VARIANT_DESCRIPTIONS = {
-    "fp32": "float32 weights and activations",
-    "fp16": "float16 weights (dequantised to float32 at load), float32 input/output",
-    "int8": "int8 weights and activations calibrated on real images, float32 input/output",
-    "int8_full": "fully integer: uint8 input (raw RGB 0-255 through the input quantisation), uint8 outputs (dequantise with each output's scale/zero point)",
-}
-
-
-def tflite_path(out_dir: Path, stem: str, variant: str) -> Path:
-    return out_dir / f"{stem}_{variant}.tflite"
-
+from mobilekit.converters.variants import INT8_VARIANTS, TFLITE_VARIANTS, artefact_path
 
 def convert_to_tflite(
     onnx_path: str | Path,
@@ -46,10 +34,10 @@ def convert_to_tflite(
     unknown = [v for v in variants if v not in TFLITE_VARIANTS]
     if unknown:
         raise ExportError(f"unknown TFLite variant(s) {unknown}; choose from {TFLITE_VARIANTS}")
-    if any(v.startswith("int8") for v in variants) and (calibration is None or len(calibration) == 0):
+    if any(v in INT8_VARIANTS for v in variants) and (calibration is None or len(calibration) == 0):
         raise ExportError("int8 TFLite export needs calibration images (--calib-images DIR)")
     out_dir = Path(out_dir).resolve()
-    finals = {v: tflite_path(out_dir, stem, v) for v in variants}
+    finals = {v: artefact_path(out_dir, stem, v) for v in variants}
     targets = {v: partial_path(p) for v, p in finals.items()}
     import onnx
 
@@ -92,7 +80,7 @@ def convert_to_tflite(
         v: {
             "path": finals[v],
             "onnx2tf_seconds": result["onnx2tf_seconds"],
-            "calibration_seconds": result["calibration_seconds"] if v.startswith("int8") else 0.0,
+            "calibration_seconds": result["calibration_seconds"] if v in INT8_VARIANTS else 0.0,
             "output_mapping": result["output_mapping"],
             "notes": result["notes"],
             **info,

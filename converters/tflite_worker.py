@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilekit.converters.variants import INT8_VARIANTS, VARIANT
+
 SIGNATURE_KEY = "serving_default"
 
 
@@ -193,12 +195,12 @@ def _convert(saved_dir: Path, variant: str, calibrated: bytes | None) -> bytes:
     own post-training path does (its MLIR quantiser with the same options)."""
     import tensorflow as tf
 
-    if variant in ("int8", "int8_full"):
+    if variant in INT8_VARIANTS:
         if calibrated is None:
             raise WorkerError(f"{variant} needs calibration images")
         from tensorflow.lite.python.convert import mlir_quantize
 
-        io_type = tf.uint8 if variant == "int8_full" else tf.float32
+        io_type = tf.uint8 if VARIANT[variant].input_dtype == "uint8" else tf.float32
         return mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type)
     converter = _converter(saved_dir)
     if variant == "fp16":
@@ -285,7 +287,7 @@ def run_job(job: dict) -> dict:
     output_check = _named_saved_model(work / "onnx2tf", named_dir, job["input_name"], list(sample.shape), reference, sample)
     result = {"onnx2tf_seconds": onnx2tf_seconds, "calibration_seconds": 0.0, "output_mapping": output_check, "notes": notes, "variants": {}}
     calibrated = None
-    if calib is not None and any(v.startswith("int8") for v in job["targets"]):
+    if calib is not None and any(v in INT8_VARIANTS for v in job["targets"]):
         start = time.perf_counter()
         calibrated = calibrate(named_dir, calib, job["input_name"])
         result["calibration_seconds"] = time.perf_counter() - start

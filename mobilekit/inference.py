@@ -11,7 +11,8 @@ from mobilekit.checkpoint import load_weights
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import resize_to_input, to_nchw
 from mobilekit.models import FaceDetector, create_model
-from mobilekit.postprocess import Detections, PostprocessConfig, decode_outputs
+from mobilekit.families import decode_outputs
+from mobilekit.postprocess import Detections, PostprocessConfig
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -45,9 +46,10 @@ def detect_image(
     model: FaceDetector,
     image: np.ndarray,
     imgsz: tuple[int, int] | None = None,
-    post: PostprocessConfig = PostprocessConfig(),
+    post: PostprocessConfig | None = None,
 ) -> Detections:
-    """Faces in an RGB uint8 image, in that image's pixels (NumPy arrays, sorted by score)."""
+    """Faces in an RGB uint8 image, in that image's pixels (NumPy arrays, sorted by score); ``post``
+    defaults to the model family's evaluation settings."""
     deploy = model.deploy
     resized, transform = resize_to_input(image, imgsz, deploy.resize, deploy.pad_value)
     outputs = run_model(model, to_nchw(resized))

@@ -15,6 +15,7 @@ from typing import Callable
 from rich.console import Console
 from rich.table import Table
 
+from mobilekit.atomic import write_json_atomic
 from mobilekit.errors import MobilekitError
 
 
@@ -118,7 +119,7 @@ class Pipeline:
 
         model = load_model(self.cfg.model, self.weights)
         metrics = evaluate_dataset(model, self.data, "val", self.cfg.imgsz)
-        (self.out / "eval.json").write_text(json.dumps(metrics, indent=2))
+        write_json_atomic(self.out / "eval.json", metrics)
         summary = f"val AP50 {metrics['ap50']:.3f}, recall {metrics['recall']:.3f} on {metrics['images']} images"
         return StepResult("evaluate", 0.0, summary, str(self.out / "eval.json"), details=metrics)
 
@@ -134,7 +135,7 @@ class Pipeline:
             formats=FORMATS,
             calib_images=self.data / "train" / "images",
             calib_count=self.cfg.calib_count,
-            source=source_metadata(self.weights, None),
+            source=source_metadata(self.weights, None, self.cfg.model),
         )
         return StepResult("export", 0.0, ", ".join(p.name for p in paths), str(self.export_dir))
 
@@ -161,11 +162,10 @@ class Pipeline:
         from mobilekit.benchmarks.report import plot_report, print_report, write_json
         from mobilekit.benchmarks.suite import run_suite
         from mobilekit.benchmarks.timing import TimingConfig
-        from mobilekit.postprocess import PostprocessConfig
 
         cases = plan_cases([str(self.export_dir)], [(self.cfg.imgsz, self.cfg.imgsz)], [2], backends=("torch", "onnxruntime", "tflite"))
         image = sorted((self.data / "val" / "images").iterdir())[0]
-        report = run_suite(cases, TimingConfig(warmup=2, runs=10, min_seconds=0.5), image, PostprocessConfig(), isolate=False)
+        report = run_suite(cases, TimingConfig(warmup=2, runs=10, min_seconds=0.5), image, isolate=False)
         write_json(report, self.out / "benchmark.json")
         plot_report(report, self.out / "benchmark.png")
         print_report(report, self.console)
@@ -208,7 +208,7 @@ class Pipeline:
             self.results.append(result)
             self.console.print(f"[green]done[/] {title} in {result.seconds:.0f} s: {result.summary}")
         summary = {"total_seconds": time.perf_counter() - total_start, "steps": [asdict(r) for r in self.results]}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_json_atomic(self.out / "summary.json", summary)
         self.console.print(self.table(summary["total_seconds"]))
         return self.results
 

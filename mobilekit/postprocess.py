@@ -98,20 +98,3 @@ def decode_detections(
     nms = nms_torch if is_torch else nms_numpy
     kept = nms(boxes, scores, cfg.nms_iou, offset=cfg.nms_offset, max_keep=cfg.max_detections)
     return Detections(boxes[kept], scores[kept], points[kept])
-
-
-def decode_outputs(deploy, outputs: dict, input_hw: tuple[int, int], cfg: PostprocessConfig = PostprocessConfig()) -> Detections:
-    """Decode one image's deployment outputs (by name, as every backend returns them) into faces
-    in model-input pixels, with the decoder named by ``deploy.decoder``."""
-    if deploy.decoder == "retinaface":
-        from mobilekit.priors import prior_boxes, prior_boxes_torch
-
-        loc = outputs["loc"]
-        priors = prior_boxes_torch(deploy.priors, input_hw, loc.device) if isinstance(loc, torch.Tensor) else prior_boxes(deploy.priors, input_hw)
-        height, width = input_hw
-        return decode_detections(loc, outputs["conf"], outputs["landmarks"], priors, deploy.priors, (width, height), cfg)
-    if deploy.decoder == "yolo":
-        from mobilekit.yolo_decode import yolo_detections
-
-        return yolo_detections(outputs["predictions"], input_hw, cfg)
-    raise ValueError(f"unknown decoder {deploy.decoder!r} in the deployment config of {deploy.name}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Callable
 
 import torch.nn as nn
 
+from mobilekit.config import DeployConfig
 from mobilekit.errors import MobilekitError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -31,10 +34,44 @@ class UnknownModelError(MobilekitError):
     """A model name that is not registered."""
 
 
+def is_model_file(name: str) -> bool:
+    """``my_detector.py:build`` names a factory in a Python file instead of a registered model."""
+    path, _, function = name.rpartition(":")
+    return path.endswith(".py") and function.isidentifier()
+
+
+def model_file_factory(name: str) -> Callable[..., nn.Module]:
+    """The factory ``FUNCTION`` of ``PATH.py:FUNCTION``, imported from that file."""
+    path, _, function = name.rpartition(":")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UnknownModelError(f"model file not found: {file} (from {name})")
+    module_name = f"mobilekit_user_model_{abs(hash(str(file.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: name it and the error, no traceback
+        raise UnknownModelError(f"cannot import {file}: {type(exc).__name__}: {exc}") from None
+    factory = getattr(module, function, None)
+    if not callable(factory):
+        raise UnknownModelError(f"{file} has no function {function}() (from {name})")
+    return factory
+
+
 def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model (randomly initialised; load weights with ``mobilekit.checkpoint``)."""
+    """Build a registered model, or ``PATH.py:FUNCTION`` (your own: a function returning a
+    ``FaceDetector`` with its ``DeployConfig``); randomly initialised, load weights with
+    ``mobilekit.checkpoint``."""
+    if is_model_file(name):
+        model = model_file_factory(name)(**kwargs)
+        if not isinstance(getattr(model, "deploy", None), DeployConfig) or not isinstance(model, nn.Module):
+            raise UnknownModelError(f"{name} must return an nn.Module with a .deploy DeployConfig (e.g. a mobilekit FaceDetector)")
+        return model
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+        raise UnknownModelError(
+            f"unknown model {name!r}; available: {', '.join(list_models())}, or your own as PATH.py:FUNCTION"
+        ) from None
     return factory(**kwargs)

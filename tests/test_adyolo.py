@@ -11,11 +11,12 @@ import torch
 
 from mobilekit.checkpoint import load_backbone
 from mobilekit.config import YoloAnchorConfig
+from mobilekit.families import decode_outputs, family_of
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import detect_image, run_model
 from mobilekit.models import DeployModule, create_model
 from mobilekit.models.adyolo import ADYOLO_ANCHORS, ADYOLOv5Face
-from mobilekit.postprocess import PostprocessConfig, decode_outputs
+from mobilekit.postprocess import PostprocessConfig
 from mobilekit.profiling import cost_breakdown, count_params
 from mobilekit.training.yolo_loss import YoloFaceLoss, bbox_ciou
 from mobilekit.yolo_decode import decode_levels, level_sizes, num_predictions, yolo_detections
@@ -225,3 +226,21 @@ def test_images_without_faces_only_train_objectness_towards_zero():
     total.backward()
     assert float(parts["box"]) == float(parts["cls"]) == float(parts["landmarks"]) == 0.0 < float(parts["obj"])
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_every_path_decodes_with_the_models_own_nms():
+    """predict, eval, parity, benchmark and the package's golden files all take ADYOLOv5-Face's NMS 0.5
+    (RetinaFace's 0.4 used to leak into all but the golden files)."""
+    from mobilekit.flutter.package import decoder_settings
+
+    deploy = create_model("adyolov5_face").deploy
+    post = family_of(deploy).postprocess(deploy)
+    assert post.nms_iou == deploy.nms_iou == 0.5 and post.nms_offset == 0.0
+    assert decoder_settings(deploy, (640, 640), None)["nms_iou"] == post.nms_iou
+    assert family_of(deploy).postprocess(deploy, nms_iou=0.3).nms_iou == 0.3  # a CLI flag overrides
+    predictions = np.zeros((2, 16), dtype=np.float32)  # two faces overlapping at IoU 0.45
+    predictions[:, :4] = [[0.4, 0.5, 0.2, 0.2], [0.4 + 0.2 * (1 - 0.9 / 1.45), 0.5, 0.2, 0.2]]
+    predictions[:, 4], predictions[:, 15] = 0.9, 1.0
+    kept = decode_outputs(deploy, {"predictions": predictions}, (100, 100))
+    assert len(kept) == 2  # both kept at 0.5; RetinaFace's 0.4 would suppress one
+    assert len(decode_outputs(deploy, {"predictions": predictions}, (100, 100), family_of(deploy).postprocess(deploy, nms_iou=0.4))) == 1

@@ -20,11 +20,10 @@ from mobilekit.cli.benchmark import parse_sizes
 from mobilekit.converters.runtimes import BackendUnavailable, OnnxRuntime, TFLiteRuntime, undelegated_ops
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import read_image
-from mobilekit.postprocess import PostprocessConfig
 
 MODEL = "retinaface_mnet025"
 TINY = TimingConfig(warmup=1, runs=3, min_seconds=0.0)
-POST = PostprocessConfig(conf_threshold=0.5)
+SCORE = 0.5  # the end-to-end decode keeps faces at this score
 STATS_KEYS = {"runs", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "fps", "cpu_median_ms"}
 ROW_KEYS = {"model", "backend", "variant", "label", "path", "imgsz", "threads", "device", "provider", "precision", "status", "reason",
             "file_bytes", "provider_used", "layout", "input_dtype", "model_only", "end_to_end", "detections", "macs", "achieved_gflops"}
@@ -84,6 +83,7 @@ def test_parse_sizes():
         parse_sizes("big")
 
 
+@pytest.mark.slow
 def test_plan_from_export_folder_and_model_name(exports, tmp_path):
     cases = plan_cases([str(exports)], [], [1, 2], backends=("torch", "onnxruntime", "tflite"))
     labels = {(c.label, c.threads) for c in cases}
@@ -100,9 +100,10 @@ def test_plan_from_export_folder_and_model_name(exports, tmp_path):
         plan_cases(["no_such_model"], [], [1])
 
 
+@pytest.mark.slow
 def test_suite_rows_are_consistent_and_json_complete(exports, photo, tmp_path):
     cases = plan_cases([str(exports)], [], [1], backends=("torch", "onnxruntime", "tflite"))
-    report = run_suite(cases, TINY, photo, POST, isolate=False, probe_peak=False)
+    report = run_suite(cases, TINY, photo, SCORE, isolate=False, probe_peak=False)
     assert report["schema"] == SCHEMA
     assert {"cpu_model", "usable_cores", "versions", "load_average_1_5_15"} <= set(report["machine"])
     assert {"torch", "onnxruntime", "ai-edge-litert"} <= set(report["machine"]["versions"])
@@ -130,9 +131,10 @@ def test_suite_rows_are_consistent_and_json_complete(exports, photo, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_isolated_case_reports_memory(exports, photo):
     case = next(c for c in plan_cases([str(exports)], [], [1], backends=("onnxruntime",)))
-    row = measure_isolated(case, TINY, photo, POST)
+    row = measure_isolated(case, TINY, photo, SCORE)
     assert row["status"] == "ok", row
     check_stats(row["model_only"], TINY.runs)
     memory = row["memory"]
@@ -149,6 +151,7 @@ def test_add_compute_fraction_of_peak():
     assert unavailable["macs"] == 7 and "achieved_gflops" not in unavailable
 
 
+@pytest.mark.slow
 def test_tflite_delegation_is_described(exports):
     runtime = TFLiteRuntime(next(exports.glob("*_fp32.tflite")), 1)
     outside, total, partitions = undelegated_ops(runtime.interpreter)
@@ -162,6 +165,7 @@ def test_tflite_delegation_is_described(exports):
         np.testing.assert_allclose(a[name], b[name], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_onnxruntime_fallback_is_reported(exports, monkeypatch):
     onnx_path = next(exports.glob("*_64.onnx"))
     import onnxruntime as ort
@@ -188,7 +192,7 @@ def test_torch_compile_failure_becomes_unavailable_row(photo, monkeypatch):
 
     monkeypatch.setattr(backends_module.torch, "compile", broken_compile)
     case = Case(MODEL, "torch_compile", "pytorch", None, (64, 64), 1, random_seed=0)
-    row = measure_case(case, TINY, read_image(photo), POST)
+    row = measure_case(case, TINY, read_image(photo), SCORE)
     assert row["status"] == "unavailable"
     assert row["reason"] == "torch.compile failed: RuntimeError: no C++ compiler"
 
@@ -201,6 +205,7 @@ def test_cuda_request_without_cuda_is_a_clear_error(capsys):
     assert "--device cuda was requested" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_writes_json_and_plot(exports, photo, tmp_path):
     out = tmp_path / "cli.json"
     main(["benchmark", str(exports), "--threads", "1", "--runs", "3", "--warmup", "1", "--min-seconds", "0", "--backends", "onnxruntime,tflite",

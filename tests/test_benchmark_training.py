@@ -30,6 +30,7 @@ def test_synthetic_batch_has_three_faces_with_landmarks_inside_each_box():
         assert ((x >= target[:, :1]) & (x <= target[:, 2:3]) & (y >= target[:, 1:2]) & (y <= target[:, 3:4])).all()
 
 
+@pytest.mark.slow
 def test_cli_measures_each_batch_in_its_own_process(tmp_path):
     out = tmp_path / "train.json"
     main(["benchmark-train", "featherface_v2", "--imgsz", "64", "--batch", "1,2", "--steps", "1", "--warmup", "0", "--json", str(out)])

@@ -19,7 +19,8 @@ from mobilekit.flutter.tflite_metadata import read_embedded_metadata
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import load_model, run_model
 from mobilekit.models import create_model
-from mobilekit.postprocess import PostprocessConfig, decode_outputs
+from mobilekit.families import decode_outputs
+from mobilekit.postprocess import PostprocessConfig
 
 FACE_SCORE = 0.5
 
@@ -86,7 +87,7 @@ def test_overhead_measurement_reports_both_latencies(e2e_package, retinaface_exp
 def test_end_to_end_rejects_what_it_cannot_build(tmp_path):
     sample = np.zeros((1, 64, 64, 3), np.float32)
     yolo = create_model("adyolov5_face").deploy
-    with pytest.raises(MobilekitError, match="retinaface"):
+    with pytest.raises(MobilekitError, match="no end-to-end graph"):
         build_end_to_end(tmp_path / "m.onnx", yolo, (64, 64), tmp_path / "e.tflite", sample)
     retina = create_model("retinaface_mnet025").deploy
     with pytest.raises(MobilekitError, match="fp32 or fp16"):

@@ -12,7 +12,8 @@ import torch.nn as nn
 
 from mobilekit.config import DeployConfig
 from mobilekit.converters import export_model, open_runtime, randomize_for_testing
-from mobilekit.converters.metadata import atomic_output, read_sidecar, sha256_file
+from mobilekit.atomic import atomic_path
+from mobilekit.converters.metadata import read_sidecar, sha256_file
 from mobilekit.converters.onnx_export import ExportError, fold_batchnorms, module_path_from_node, prepare_deploy_module
 from mobilekit.converters.parity import load_inputs
 from mobilekit.converters.pipeline import resolve_formats
@@ -55,7 +56,7 @@ def test_sidecars_describe_the_contract(retinaface_export):
         assert meta["model"]["name"] == "retinaface_mnet025"
         assert meta["model"]["parameters"] == 426_608
         assert meta["model"]["random_init"] is False
-        assert meta["priors"] == deploy.priors.to_dict()
+        assert meta["anchors"] == deploy.priors.to_dict()
         assert meta["deploy"] == json.loads(json.dumps(deploy.to_dict()))
         assert {"torch", "onnx", "onnx2tf", "tensorflow"} <= set(meta["versions"])
         spec = meta["input"]
@@ -203,7 +204,7 @@ def test_converter_failure_names_the_onnx_node_and_module():
 def test_atomic_output_leaves_no_file_when_interrupted(tmp_path):
     target = tmp_path / "model.onnx"
     with pytest.raises(RuntimeError):
-        with atomic_output(target) as tmp:
+        with atomic_path(target) as tmp:
             tmp.write_bytes(b"half a model")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []

@@ -17,12 +17,13 @@ from mobilekit.converters.metadata import sha256_file
 from mobilekit.converters.runtimes import TFLiteRuntime
 from mobilekit.errors import MobilekitError
 from mobilekit.flutter import reference_decoder as ref
-from mobilekit.flutter.package import anchors_document, package_export
+from mobilekit.flutter.package import package_export
 from mobilekit.flutter.tflite_metadata import embed_metadata, read_embedded_metadata
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import load_model, run_model
 from mobilekit.models import create_model
-from mobilekit.postprocess import Detections, decode_outputs
+from mobilekit.families import decode_outputs, family_of
+from mobilekit.postprocess import Detections
 from mobilekit.priors import prior_boxes
 
 FACE_SCORE = 0.5
@@ -148,7 +149,7 @@ def test_yolo_models_get_a_grid_anchor_description():
     from mobilekit.yolo_decode import num_predictions
 
     deploy = create_model("adyolov5_face").deploy
-    doc = anchors_document(deploy, (640, 640))
+    doc = family_of(deploy).anchors_document(deploy, (640, 640))
     assert doc["layout"] == "yolo_grid" and doc["decoded_in_graph"] is True
     assert doc["strides"] == list(deploy.yolo_anchors.strides)
     assert doc["count"] == num_predictions(deploy.yolo_anchors, (640, 640))
@@ -269,6 +270,7 @@ def test_bad_export_folders_are_clear_errors(retinaface_export, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_file_that_fails_under_xnnpack_is_not_packaged(retinaface_export, tmp_path):
     """The export's XNNPACK load probe failed (as it does for some int8 graphs): packaging refuses, naming it."""
     export_dir, _ = retinaface_export

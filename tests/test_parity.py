@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from mobilekit.converters.parity import ArtefactParity, Thresholds, check_artefacts, judge, match_faces, tensor_metrics
+from mobilekit.converters.parity import ArtefactParity, check_artefacts, judge, match_faces, tensor_metrics
+from mobilekit.families import ParityTolerance
 from mobilekit.postprocess import Detections
 
 
@@ -132,10 +133,10 @@ def test_tensor_metrics():
 
 def test_judge_uses_detection_criteria_for_reduced_precision():
     result = ArtefactParity("m_int8.tflite", "tflite", "int8", "int8", 1.0, faces={"faces": 20, "ious": [0.6] * 19 + [0.0]})
-    judge(result, Thresholds())
+    judge(result, ParityTolerance())
     assert result.passed and "detections, not tensors" in result.criterion
     result = ArtefactParity("m_fp16.tflite", "tflite", "fp16", "fp16", 1.0, faces={"faces": 2, "ious": [0.95, 0.89]})
-    judge(result, Thresholds())
+    judge(result, ParityTolerance())
     assert not result.passed
 
 

@@ -94,6 +94,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path) -> None:
             assert torch.equal(tensor, b[key][name]), (key, name)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_loses_at_most_that_epoch(tmp_path) -> None:
     from mobilekit.data.synth import make_synthetic_dataset
 

@@ -75,7 +75,7 @@ def benchmark(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint for the PyTorch rows (default: the export's recorded weights, else random init)."),
     image: Optional[Path] = typer.Option(None, "--image", help="Photo for end-to-end timing (default: a shared test photo)."),
     backends: str = typer.Option(DEFAULT_BACKENDS, "--backends", help=f"Subset of {','.join(ALL_BACKENDS)} (tflite_builtin: TFLite with XNNPACK off)."),
-    conf: float = typer.Option(0.5, "--conf", min=0.0, max=1.0, help="Score threshold of the end-to-end decode (as in an app)."),
+    conf: Optional[float] = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold of the end-to-end decode (default: each model's app threshold, 0.5)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report here (default: OUT_DIR/benchmark_DEVICE_TIME.json)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the PNG chart here (default: next to the JSON)."),
     out_dir: Path = typer.Option(PROJECT_ROOT / "benchmarks" / "results", "--out-dir", help="Folder for the default JSON/PNG names."),
@@ -97,7 +97,6 @@ def benchmark(
     from mobilekit.benchmarks.report import plot_report, print_report, write_json
     from mobilekit.benchmarks.suite import run_suite
     from mobilekit.benchmarks.timing import TimingConfig
-    from mobilekit.postprocess import PostprocessConfig
 
     check_device(device)
     chosen = tuple(b.strip() for b in backends.split(",") if b.strip())
@@ -127,7 +126,7 @@ def benchmark(
             console.print(f"  {row['model']} {row['label']} {'x'.join(map(str, row['imgsz']))} t{row['threads']}: {status}")
             write_json(partial, json_path)  # an interrupted run keeps the rows measured so far
 
-        report = run_suite(cases, timing, image_path, PostprocessConfig(conf_threshold=conf), isolate, peak, progress)
+        report = run_suite(cases, timing, image_path, conf, isolate, peak, progress)
     print_report(report, Console())
     write_json(report, json_path)
     plot_path = plot_report(report, plot or json_path.with_suffix(".png"))

@@ -67,11 +67,11 @@ def label(
     from mobilekit.image_io import list_images, read_image
     from mobilekit.config import parse_size
     from mobilekit.inference import detect_image, load_model, resolve_device
-    from mobilekit.postprocess import PostprocessConfig
+    from mobilekit.families import family_of
 
     detector = load_model(model, weights, resolve_device(device))
     size = parse_size(imgsz)
-    post = PostprocessConfig(conf_threshold=conf)
+    post = family_of(detector.deploy).postprocess(detector.deploy, conf_threshold=conf)
     items: list[LabeledImage] = []
     console = Console()
     out_root = out.resolve()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
+from mobilekit.atomic import write_json_atomic
 from mobilekit.cli.options import check_device, check_size
 from mobilekit.errors import MobilekitError
 
@@ -53,8 +53,7 @@ def evaluate(
         f"({metrics['faces']} faces in {metrics['images']} images, {metrics['detections']} detections)"
     )
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(metrics, indent=2) + "\n")
+        write_json_atomic(json_out, metrics)
 
 
 @eval_app.command("widerface")

@@ -65,7 +65,7 @@ def export(
         calib_count=calib_count,
         opset=opset,
         dynamic=dynamic,
-        source=source_metadata(weights, seed if random_init else None),
+        source=source_metadata(weights, seed if random_init else None, name),
     )
     _print_summary(console, paths)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mobilekit.cli.options import check_size
+from mobilekit.atomic import write_json_atomic
 from mobilekit.config import parse_size
 
 
@@ -51,8 +51,7 @@ def params(
             "total_macs": total.macs,
             "components": [{"name": r.name, "params": r.params, "macs": r.macs} for r in rows[:-1]],
         }
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(payload, indent=2))
+        write_json_atomic(json_out, payload)
 
 
 def register(app: typer.Typer) -> None:

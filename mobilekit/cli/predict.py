@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -33,20 +30,12 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     return images
 
 
-def write_json_atomic(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
-
-
 def predict(
     images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: str = typer.Option("retinaface_mnet025", "--model", help="Registered model name."),
     weights: Path = typer.Option(..., "--weights", help="Checkpoint for the model (loaded strictly)."),
-    conf: float = typer.Option(0.02, "--conf", min=0.0, max=1.0, help="Score threshold before NMS."),
-    nms: float = typer.Option(0.4, "--nms", min=0.0, max=1.0, help="NMS IoU threshold."),
+    conf: Optional[float] = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold before NMS (default: the model family's, 0.02)."),
+    nms: Optional[float] = typer.Option(None, "--nms", min=0.0, max=1.0, help="NMS IoU threshold (default: the model's, e.g. 0.4 RetinaFace, 0.5 ADYOLOv5-Face)."),
     max_det: int = typer.Option(750, "--max-det", min=1, help="Faces kept per image after NMS."),
     imgsz: Optional[str] = typer.Option(None, "--imgsz", callback=check_size, help="Inference size N or H,W (default: each image's own size)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write all detections to this JSON file."),
@@ -69,17 +58,18 @@ def predict(
     """
     import cv2
 
+    from mobilekit.atomic import write_json_atomic
     from mobilekit.config import parse_size
     from mobilekit.draw import draw_detections
     from mobilekit.evaluation.widerface import write_widerface_predictions
     from mobilekit.image_io import read_image
     from mobilekit.inference import detect_image, load_model, resolve_device
-    from mobilekit.postprocess import PostprocessConfig
+    from mobilekit.families import family_of
 
     size = parse_size(imgsz)
     paths = expand_inputs(images)
     net = load_model(model, weights, resolve_device(device))
-    post = PostprocessConfig(conf_threshold=conf, nms_iou=nms, max_detections=max_det)
+    post = family_of(net.deploy).postprocess(net.deploy, conf_threshold=conf, nms_iou=nms, max_detections=max_det)
     console = Console(stderr=True)
     results = []
     for path in paths:

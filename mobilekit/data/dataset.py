@@ -20,7 +20,7 @@ from mobilekit.data.labels import LabeledImage, read_labels
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import read_image, resize_to_input
 
-MODES = ("retinaface", "letterbox")
+MODES = ("crop_stretch", "letterbox")  # augmentation styles; each family declares its own
 TARGET_COLUMNS = 15
 LABEL_FILE = "label.txt"
 IMAGES_DIR = "images"
@@ -81,7 +81,7 @@ class FaceDataset(Dataset):
     ``label.txt``, or a label file. Items are ``(image float32 [3, S, S] RGB 0-255, target [K, 15])``
     or a :class:`SkippedImage` for a missing / unreadable image (warned and counted in ``skipped``;
     ``detection_collate`` drops it). ``augment=False`` resizes plainly: stretch for
-    ``mode="retinaface"``, centred letterbox for ``mode="letterbox"``. Augmentation randomness comes
+    ``mode="crop_stretch"`` (RetinaFace's random crop + stretch when augmenting), centred letterbox for ``mode="letterbox"``. Augmentation randomness comes
     from torch's RNG, so ``torch.manual_seed`` and DataLoader worker seeding make it reproducible.
     """
 
@@ -91,7 +91,7 @@ class FaceDataset(Dataset):
         split: str = "train",
         imgsz: int = 640,
         augment: bool = False,
-        mode: str = "retinaface",
+        mode: str = "crop_stretch",
         *,
         min_face_px: float = 0.0,
         pad_value: float = 0.0,
@@ -129,14 +129,14 @@ class FaceDataset(Dataset):
         size = self.imgsz
         if self.augment:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            if self.mode == "retinaface":
+            if self.mode == "crop_stretch":
                 image, faces = retinaface_augment(image, faces, size, rng, self.min_face_px)
             else:
                 image, faces = letterbox_augment(
                     image, faces, size, rng, pad_value=self.pad_value, min_face_px=self.min_face_px
                 )
         else:
-            resize = "stretch" if self.mode == "retinaface" else "letterbox"
+            resize = "stretch" if self.mode == "crop_stretch" else "letterbox"
             image, t = resize_to_input(image, (size, size), resize, self.pad_value)
             faces = faces.scaled(t.scale_x, t.scale_y, t.pad_x, t.pad_y)
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()

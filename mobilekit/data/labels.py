@@ -10,13 +10,12 @@ left mouth corner, right mouth corner (left/right as seen in the image).
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mobilekit.atomic import write_text_atomic
 from mobilekit.errors import MobilekitError
 
 NUM_LANDMARKS = 5
@@ -133,11 +132,4 @@ def write_labels(label_file: str | Path, items: list[LabeledImage]) -> None:
             raise LabelError(f"{label_file}: invalid image path {item.path!r}")
         lines.append(f"# {item.path}")
         lines.extend(_format_face(face) for face in item.faces)
-    fd, tmp = tempfile.mkstemp(prefix=f".{label_file.name}.", dir=label_file.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + ("\n" if lines else ""))
-        os.replace(tmp, label_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(label_file, "\n".join(lines) + ("\n" if lines else ""))

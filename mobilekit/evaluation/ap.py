@@ -86,7 +86,7 @@ def evaluate_dataset(
     root,
     split: str = "val",
     imgsz: int | tuple[int, int] | None = None,
-    post: PostprocessConfig = PostprocessConfig(),
+    post: PostprocessConfig | None = None,
     iou_threshold: float = IOU_THRESHOLD,
 ) -> dict:
     """AP@0.5 of a PyTorch detector on ``root/<split>/label.txt``, one image at a time.

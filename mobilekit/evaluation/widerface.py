@@ -9,12 +9,12 @@ results equal the official loop implementation (see tests/test_evaluation.py).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mobilekit.atomic import write_json_atomic
 from mobilekit.box_coder import box_iou
 from mobilekit.errors import MobilekitError
 from mobilekit.evaluation.ap import voc_ap
@@ -204,7 +204,7 @@ def evaluate_widerface_folder(pred_dir: str | Path, gt_dir: str | Path, json_out
     aps = {s: results[s] for s in SETTINGS}
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(aps, indent=2) + "\n")
+        write_json_atomic(json_out, aps)
     if plot_out:
         plot_pr_curves(results, plot_out)
     return results

@@ -32,6 +32,7 @@ import numpy as np
 
 from mobilekit.config import DeployConfig
 from mobilekit.errors import MobilekitError
+from mobilekit.families import family_of
 from mobilekit.priors import prior_boxes
 
 OUTPUT_NAMES = ("boxes", "scores", "landmarks", "num_detections")
@@ -45,14 +46,19 @@ OUTPUT_MEANINGS = {
 }
 
 
+def output_columns(name: str, deploy: DeployConfig) -> list[str]:
+    """Columns of the end-to-end outputs' last axis: positions in model-input pixels (not prior offsets)."""
+    return {"boxes": ["x1", "y1", "x2", "y2"], "landmarks": family_of(deploy).keypoint_columns(deploy)}.get(name, [])
+
+
 class EndToEndError(MobilekitError):
     """The end-to-end model could not be built."""
 
 
 def check_supported(deploy: DeployConfig, precision: str) -> None:
     """Raise unless an end-to-end model can be built for ``deploy`` at ``precision``."""
-    if deploy.decoder != "retinaface":
-        raise EndToEndError(f"--end-to-end supports decoder 'retinaface', not {deploy.decoder!r} of {deploy.name}")
+    if not family_of(deploy).end_to_end:
+        raise EndToEndError(f"--end-to-end is not available for {deploy.name}: its family {deploy.decoder!r} declares no end-to-end graph")
     if precision not in END_TO_END_PRECISIONS:
         raise EndToEndError(f"--end-to-end supports precision {' or '.join(END_TO_END_PRECISIONS)}, not {precision!r}")
 

@@ -27,20 +27,21 @@ import numpy as np
 from mobilekit.config import LANDMARK_NAMES, DeployConfig
 from mobilekit.converters.metadata import find_artefacts, sha256_file, sidecar_path, tool_versions
 from mobilekit.converters.runtimes import TFLiteRuntime
+from mobilekit.converters.variants import TFLITE_VARIANTS
+from mobilekit.atomic import write_json_atomic
 from mobilekit.errors import MobilekitError
 from mobilekit.flutter import end_to_end as e2e_graph
 from mobilekit.flutter import reference_decoder
 from mobilekit.flutter.readme_template import APP_README
+from mobilekit.families import decode_outputs, family_of
 from mobilekit.flutter.tflite_metadata import METADATA_NAME, embed_metadata
 from mobilekit.image_io import list_images, read_image, resize_to_input
 from mobilekit.paths import PROJECT_ROOT, shared_dir
-from mobilekit.postprocess import Detections, PostprocessConfig
+from mobilekit.postprocess import Detections
 
 SCHEMA_VERSION = "mobilekit.flutter/1"
-PRECISIONS = ("fp32", "fp16", "int8", "int8_full")
 DART_SOURCES = PROJECT_ROOT / "flutter_assets" / "dart"
 LABELS = ("face",)
-_POST = PostprocessConfig()
 
 
 class PackageError(MobilekitError):
@@ -50,8 +51,8 @@ class PackageError(MobilekitError):
 # -- choosing the input ---------------------------------------------------------------------------
 def find_tflite(export_dir: Path, precision: str) -> tuple[Path, dict]:
     """The exported TFLite of ``precision`` in ``export_dir`` and its sidecar (exactly one)."""
-    if precision not in PRECISIONS:
-        raise PackageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision not in TFLITE_VARIANTS:
+        raise PackageError(f"unknown precision {precision!r}; choose from {', '.join(TFLITE_VARIANTS)}")
     if not export_dir.is_dir():
         raise PackageError(f"export folder not found: {export_dir}")
     found = [(p, m) for p, m in find_artefacts(export_dir) if m["artefact"]["format"] == "tflite" and m["artefact"]["variant"] == precision]
@@ -80,12 +81,13 @@ def default_golden_image() -> Path:
 # -- metadata ---------------------------------------------------------------------------------------
 def decoder_settings(deploy: DeployConfig, input_hw: tuple[int, int], e2e: dict | None) -> dict:
     """The ``decoder`` block of model_meta.json (what ``detect`` in Dart and NumPy reads)."""
+    post = family_of(deploy).postprocess(deploy)
     if e2e is not None:
         kind, nms_offset, max_det = "end_to_end", e2e["nms_offset"], e2e["max_detections"]
         score, iou = e2e["score_threshold"], e2e["nms_iou"]
     else:
-        kind, score, iou, max_det = deploy.decoder, deploy.score_threshold, deploy.nms_iou, _POST.max_detections
-        nms_offset = _POST.nms_offset if deploy.decoder == "retinaface" else 0.0
+        kind, score, iou, max_det = deploy.decoder, deploy.score_threshold, deploy.nms_iou, post.max_detections
+        nms_offset = post.nms_offset
     return {
         "kind": kind,
         "variances": list(deploy.priors.variances),
@@ -93,37 +95,22 @@ def decoder_settings(deploy: DeployConfig, input_hw: tuple[int, int], e2e: dict 
         "nms_iou": iou,
         "nms_offset": nms_offset,
         "nms_note": "area = (x2 - x1 + nms_offset) * (y2 - y1 + nms_offset); suppress when IoU > nms_iou",
-        "pre_nms_top_k": _POST.pre_nms_top_k,
+        "pre_nms_top_k": post.pre_nms_top_k,
         "max_detections": max_det,
         "anchors_file": "anchors.json",
         "input_hw": list(input_hw),
     }
 
 
-def output_columns(name: str, deploy: DeployConfig) -> list[str]:
-    """The meaning of every column of an output's last axis."""
-    points = [f"{lm}_{axis}" for lm in LANDMARK_NAMES[: deploy.num_landmarks] for axis in ("x", "y")]
-    if name == "loc":
-        return ["dx", "dy", "dw", "dh"]
-    if name == "conf":
-        return ["background_prob", "face_prob"]
-    if name == "landmarks" and deploy.decoder == "retinaface":
-        return [f"{p}_offset" for p in points]
-    if name == "predictions":
-        return ["cx", "cy", "w", "h", "objectness", *points, "face_class_prob"]
-    if name == "boxes":
-        return ["x1", "y1", "x2", "y2"]
-    if name == "landmarks":
-        return points
-    return []
+def output_columns(name: str, deploy: DeployConfig, e2e: bool) -> list[str]:
+    """The meaning of every column of an output's last axis (the family's, or the end-to-end graph's)."""
+    return e2e_graph.output_columns(name, deploy) if e2e else family_of(deploy).output_columns(name, deploy)
 
 
 def output_specs(runtime: TFLiteRuntime, deploy: DeployConfig, e2e: bool) -> list[dict]:
     """Outputs of the ``serving_default`` signature with shapes, dtypes, interpreter index and meaning."""
-    from mobilekit.converters.metadata import OUTPUT_MEANINGS
-
     tensor_index = {d["index"]: i for i, d in enumerate(runtime.interpreter.get_output_details())}
-    meanings = e2e_graph.OUTPUT_MEANINGS if e2e else OUTPUT_MEANINGS
+    meanings = e2e_graph.OUTPUT_MEANINGS if e2e else family_of(deploy).output_meanings
     specs = []
     for name in runtime.output_names:
         detail = runtime.output_details[name]
@@ -132,8 +119,8 @@ def output_specs(runtime: TFLiteRuntime, deploy: DeployConfig, e2e: bool) -> lis
             "interpreter_output_index": tensor_index.get(detail["index"]),
             "shape": [int(v) for v in detail["shape"]],
             "dtype": np.dtype(detail["dtype"]).name,
-            "meaning": meanings.get(name, "decoded predictions per grid anchor, normalised 0-1 (cx, cy, w, h, landmarks)" if name == "predictions" else ""),
-            "columns": output_columns(name, deploy),
+            "meaning": meanings.get(name, ""),
+            "columns": output_columns(name, deploy, e2e),
         }
         if spec["dtype"] not in ("float32", "int32"):
             spec["quantization"] = {"scale": float(detail["quantization"][0]), "zero_point": int(detail["quantization"][1])}
@@ -158,43 +145,6 @@ def input_spec(runtime: TFLiteRuntime, deploy: DeployConfig) -> dict:
     return spec
 
 
-def anchors_document(deploy: DeployConfig, input_hw: tuple[int, int]) -> dict:
-    """``anchors.json``: RetinaFace priors in output-row order, or the YOLO grid/anchor description."""
-    height, width = input_hw
-    if deploy.decoder == "retinaface":
-        anchors = reference_decoder.generate_anchors(deploy.priors, input_hw)
-        return {
-            "layout": "cx,cy,w,h",
-            "normalized": True,
-            "input_size": [height, width],
-            "order": "level -> row -> column -> min_size (output-row order)",
-            "min_sizes": [list(s) for s in deploy.priors.min_sizes],
-            "steps": list(deploy.priors.steps),
-            "variances": list(deploy.priors.variances),
-            "clip": deploy.priors.clip,
-            "count": int(len(anchors)),
-            "anchors": [[float(v) for v in row] for row in anchors],
-        }
-    if deploy.decoder == "yolo":
-        if deploy.yolo_anchors is None:
-            raise PackageError(f"{deploy.name} uses decoder 'yolo' but its deployment config has no yolo_anchors")
-        from mobilekit.yolo_decode import level_sizes, num_predictions
-
-        return {
-            "layout": "yolo_grid",
-            "normalized": True,
-            "decoded_in_graph": True,
-            "note": "the 'predictions' output is already decoded (cx, cy, w, h normalised 0-1): no anchor math in the app",
-            "input_size": [height, width],
-            "order": "level -> row -> column -> anchor (output-row order)",
-            "strides": list(deploy.yolo_anchors.strides),
-            "anchors_wh_pixels": [[list(a) for a in level] for level in deploy.yolo_anchors.anchors],
-            "grid_sizes": [list(s) for s in level_sizes(deploy.yolo_anchors, input_hw)],
-            "count": num_predictions(deploy.yolo_anchors, input_hw),
-        }
-    raise PackageError(f"cannot describe anchors of decoder {deploy.decoder!r} ({deploy.name})")
-
-
 # -- parity -----------------------------------------------------------------------------------------
 def parity_from_export(export_dir: Path, artefact_name: str) -> dict | None:
     """The entry for ``artefact_name`` in a ``mobilekit parity`` JSON report inside ``export_dir``."""
@@ -214,25 +164,23 @@ def parity_from_export(export_dir: Path, artefact_name: str) -> dict | None:
 
 def quick_parity(meta: dict, deploy: DeployConfig, image: np.ndarray, outputs: dict, faces: Detections, e2e: bool) -> dict:
     """PyTorch vs the packaged model on the golden image: tensors (plain model) and faces."""
-    from mobilekit.converters.model_source import build_source_model
+    from mobilekit.converters.model_source import rebuild_source_model
     from mobilekit.converters.parity import FACE_SCORE, match_faces, tensor_metrics
     from mobilekit.converters.runtimes import TorchRuntime
-    from mobilekit.postprocess import decode_outputs
-
     source = meta["model"]
     weights = source.get("weights")
     if weights is not None and not Path(weights).is_file():
         return {"source": "not computed", "reason": f"weights {weights} recorded in the sidecar are not on this machine"}
-    model = build_source_model(source["name"], weights, None if weights else source.get("random_seed"))
+    model = rebuild_source_model(source)
     reference = TorchRuntime(model).run(image[None])
     input_hw = image.shape[:2]
-    post = PostprocessConfig(nms_offset=0.0) if e2e else _POST
+    post = family_of(deploy).postprocess(deploy, nms_offset=0.0 if e2e else None)
     ref_faces = decode_outputs(deploy, {k: v[0] for k, v in reference.items()}, input_hw, post).numpy()
     result = {
         "source": "golden image, computed at packaging",
         "face_score": FACE_SCORE,
         "faces": match_faces(ref_faces, faces),
-        "reference_decode": "mobilekit.postprocess.decode_outputs" + (" with nms_offset=0 (TF NMS convention)" if e2e else ""),
+        "reference_decode": "mobilekit.families.decode_outputs" + (" with nms_offset=0 (TF NMS convention)" if e2e else ""),
     }
     if not e2e:
         result["tensors"] = {name: tensor_metrics(reference[name], outputs[name]) for name in reference}
@@ -240,8 +188,6 @@ def quick_parity(meta: dict, deploy: DeployConfig, image: np.ndarray, outputs: d
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def _readme(meta: dict) -> str:
@@ -337,7 +283,7 @@ def package_export(
             "input": input_spec(runtime, deploy),
             "outputs": output_specs(runtime, deploy, bool(end_to_end)),
             "decoder": decoder,
-            "priors": deploy.priors.to_dict() if deploy.decoder == "retinaface" else deploy.yolo_anchors.to_dict(),
+            "priors": family_of(deploy).anchors(deploy),
             "landmark_order": list(LANDMARK_NAMES[: deploy.num_landmarks]),
             "labels": list(LABELS),
             "export": {
@@ -350,8 +296,8 @@ def package_export(
             "versions": {"export": meta.get("versions", {}), "package": tool_versions()},
         }
         settings = reference_decoder.DecoderSettings.from_meta(package_meta)
-        anchors_doc = anchors_document(deploy, input_hw)
-        anchors = reference_decoder.load_anchors(anchors_doc) if deploy.decoder == "retinaface" else None
+        anchors_doc = family_of(deploy).anchors_document(deploy, input_hw)
+        anchors = reference_decoder.load_anchors(anchors_doc) if "anchors" in anchors_doc else None  # YOLO decodes in the graph
         faces = reference_decoder.detect(outputs, anchors, settings).numpy()
         package_meta["parity"] = (None if end_to_end else parity_from_export(export_dir, tflite_path.name)) or quick_parity(
             meta, deploy, golden, outputs, faces, bool(end_to_end)
@@ -368,8 +314,8 @@ def package_export(
         if source_model != tflite_path:
             source_model.unlink()
         package_meta["model"]["sha256"] = sha256_file(staging / "model.tflite")
-        _write_json(staging / "model_meta.json", package_meta)
-        _write_json(staging / "anchors.json", anchors_doc)
+        write_json_atomic(staging / "model_meta.json", package_meta)
+        write_json_atomic(staging / "anchors.json", anchors_doc)
         (staging / "labels.txt").write_text("\n".join(LABELS) + "\n")
         (staging / "pubspec_snippet.yaml").write_text(PUBSPEC_SNIPPET.format(folder=f"assets/{out_dir.name}"))
         (staging / "README.md").write_text(_readme(package_meta))
@@ -378,7 +324,7 @@ def package_export(
         cv2.imwrite(str(staging / "golden" / "input.png"), cv2.cvtColor(golden, cv2.COLOR_RGB2BGR))
         for name, value in outputs.items():
             np.save(golden_dir / f"{name}.npy", value)
-        _write_json(
+        write_json_atomic(
             staging / "golden" / "expected_detections.json",
             {"image": "input.png", "coordinates": "model-input pixels", "decoder": decoder, "faces": faces.to_json()},
         )

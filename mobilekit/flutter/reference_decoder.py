@@ -100,15 +100,16 @@ def nms(candidates: Detections, settings: DecoderSettings) -> Detections:
 def detect(outputs: dict[str, np.ndarray], anchors: np.ndarray | None, settings: DecoderSettings) -> Detections:
     """``detect``: one image's raw outputs by name (batch dimension allowed) -> faces in model-input pixels."""
     single = {name: value[0] if value.ndim == 3 else value for name, value in outputs.items()}
-    if settings.kind == "retinaface":
-        return nms(decode(single["loc"], single["conf"], single["landmarks"], anchors, settings), settings)
-    if settings.kind == "yolo":
-        from mobilekit.yolo_decode import yolo_detections
+    from mobilekit.yolo_decode import yolo_detections
 
-        return yolo_detections(single["predictions"], settings.input_hw, postprocess_config(settings))
-    if settings.kind == "end_to_end":
-        return end_to_end_detections(outputs)
-    raise MobilekitError(f"unknown decoder kind {settings.kind!r} in model_meta.json")
+    decoders = {  # the decoder kinds of model_meta.json, as the Dart decoder's switch
+        "retinaface": lambda: nms(decode(single["loc"], single["conf"], single["landmarks"], anchors, settings), settings),
+        "yolo": lambda: yolo_detections(single["predictions"], settings.input_hw, postprocess_config(settings)),
+        "end_to_end": lambda: end_to_end_detections(outputs),
+    }
+    if settings.kind not in decoders:
+        raise MobilekitError(f"unknown decoder kind {settings.kind!r} in model_meta.json; known: {', '.join(decoders)}")
+    return decoders[settings.kind]()
 
 
 def end_to_end_detections(outputs: dict[str, np.ndarray]) -> Detections:

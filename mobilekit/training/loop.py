@@ -8,7 +8,6 @@ per-epoch checkpoints that resume exactly.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -22,8 +21,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from mobilekit.atomic import write_json_atomic
 from mobilekit.checkpoint import atomic_save, load_backbone, load_partial, load_weights
 from mobilekit.errors import MobilekitError
+from mobilekit.families import family_of
 from mobilekit.inference import resolve_device
 from mobilekit.models import create_model
 from mobilekit.training.autobatch import auto_batch_size
@@ -166,8 +167,8 @@ class Trainer:
         cfg = self.cfg
         if not cfg.teacher:
             return None, None
-        if self.model.deploy.decoder != "retinaface":
-            raise MobilekitError(f"distillation needs a RetinaFace-style student; {cfg.model} decodes as {self.model.deploy.decoder!r}")
+        if not family_of(self.model.deploy).distillation:
+            raise MobilekitError(f"distillation needs a RetinaFace-style student; {cfg.model} is a {self.model.deploy.decoder!r} model")
         name = cfg.teacher_model or default_teacher_model(cfg.model)
         teacher = create_model(name)
         report = load_weights(teacher, cfg.teacher)
@@ -184,8 +185,9 @@ class Trainer:
     def _datasets(self):
         from mobilekit.data.dataset import FaceDataset, resolve_label_file
 
-        mode = "letterbox" if self.model.deploy.resize == "letterbox" else "retinaface"
-        train_set = FaceDataset(self.cfg.data, "train", self.cfg.imgsz, augment=True, mode=mode, pad_value=self.model.deploy.pad_value)
+        deploy = self.model.deploy
+        mode = family_of(deploy).augmentation
+        train_set = FaceDataset(self.cfg.data, "train", self.cfg.imgsz, augment=True, mode=mode, pad_value=deploy.pad_value)
         try:
             has_val = resolve_label_file(self.cfg.data, "val").parent.name == "val"
         except MobilekitError:
@@ -426,7 +428,7 @@ class Trainer:
             "history": self.history,
         }
         if self.dist.is_main:
-            (self.out / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+            write_json_atomic(self.out / "metrics.json", {k: v for k, v in metrics.items() if k != "history"})
             plot = self.run_log.close(self.history)
             self.run_log = None
             self.log(f"best weights: {self.out / BEST_WEIGHTS} (val AP50 {metrics['best_val_ap50']}); curves: {plot}")

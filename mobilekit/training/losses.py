@@ -81,13 +81,8 @@ class MultiBoxLoss(nn.Module):
 
 
 def build_criterion(model: nn.Module, image_size: tuple[int, int], loc_weight: float = LOC_WEIGHT) -> nn.Module:
-    """The loss that fits ``model.deploy.decoder``: MultiBox for RetinaFace heads, the YOLO face loss
-    for YOLO heads."""
-    decoder = model.deploy.decoder
-    if decoder == "retinaface":
-        return MultiBoxLoss(model.deploy.priors, image_size, loc_weight=loc_weight)
-    if decoder == "yolo":
-        from mobilekit.training.yolo_loss import YoloFaceLoss
+    """The training loss that ``model``'s family declares (MultiBox for RetinaFace heads, the YOLO face
+    loss for YOLO heads)."""
+    from mobilekit.families import family_of
 
-        return YoloFaceLoss(model)
-    raise ValueError(f"no training loss for decoder {decoder!r} of {model.deploy.name}")
+    return family_of(model.deploy).criterion(model, image_size, loc_weight)

@@ -1,0 +1,208 @@
+"""Detector families: everything that depends on the kind of detection head, declared once.
+
+A model's ``DeployConfig.decoder`` names its family and :func:`family_of` returns the declaration.
+Prediction, evaluation, training, export sidecars, parity, benchmarks and packaging ask the family
+(its decode, loss, augmentation, anchors, output meanings and columns, NMS convention, default
+thresholds, parity tolerances); no other module compares family names. Adding a family is one
+subclass here (plus its Dart decoder), registered in :data:`FAMILIES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, ClassVar
+
+from mobilekit.config import LANDMARK_NAMES, DeployConfig
+from mobilekit.postprocess import Detections, PostprocessConfig
+from mobilekit.yolo_decode import YOLO_NMS_OFFSET
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class ParityTolerance:
+    """What an exported file must meet against the float64 PyTorch reference, per precision."""
+
+    fp32_max_abs: float = 1e-4
+    fp16_match_iou: float = 0.9
+    int8_match_iou: float = 0.5
+    int8_min_recall: float = 0.95
+
+
+class DetectorFamily:
+    """One kind of detection head. Class attributes are the declaration; methods act on a model's
+    ``DeployConfig`` (which carries the per-model values: priors or anchors, ``nms_iou``, thresholds)."""
+
+    name: ClassVar[str]
+    augmentation: ClassVar[str]  # FaceDataset mode: "crop_stretch" (RetinaFace's) or "letterbox"
+    nms_offset: ClassVar[float]  # NMS area convention: (x2 - x1 + offset) * (y2 - y1 + offset)
+    eval_score_threshold: ClassVar[float] = 0.02  # evaluation and parity decode down to this score
+    output_meanings: ClassVar[dict[str, str]]
+    end_to_end: ClassVar[bool] = False  # whether `mobilekit package --end-to-end` can build decode + NMS into the graph
+    distillation: ClassVar[bool] = False  # whether a student of this family can learn from a RetinaFace-style teacher
+    parity: ClassVar[ParityTolerance] = ParityTolerance()
+
+    def postprocess(self, deploy: DeployConfig, **overrides) -> PostprocessConfig:
+        """Evaluation decode settings for ``deploy`` (score >= ``eval_score_threshold``, the model's
+        ``nms_iou``, the family's NMS convention); keyword ``overrides`` replace fields (CLI flags)."""
+        base = PostprocessConfig(conf_threshold=self.eval_score_threshold, nms_iou=deploy.nms_iou, nms_offset=self.nms_offset)
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def decode(self, deploy: DeployConfig, outputs: dict, input_hw: tuple[int, int], cfg: PostprocessConfig) -> Detections:
+        """One image's deployment outputs (by name, NumPy or torch, no batch axis) -> faces in input pixels."""
+        raise NotImplementedError
+
+    def criterion(self, model: nn.Module, image_size: tuple[int, int], loc_weight: float) -> nn.Module:
+        """The training loss for ``model`` at ``image_size``."""
+        raise NotImplementedError
+
+    def anchors(self, deploy: DeployConfig) -> dict:
+        """The anchor description recorded in sidecars and ``model_meta.json``."""
+        raise NotImplementedError
+
+    def anchors_document(self, deploy: DeployConfig, input_hw: tuple[int, int]) -> dict:
+        """``anchors.json`` of a Flutter package."""
+        raise NotImplementedError
+
+    def output_columns(self, name: str, deploy: DeployConfig) -> list[str]:
+        """The meaning of every column of output ``name``'s last axis."""
+        raise NotImplementedError
+
+    @staticmethod
+    def keypoint_columns(deploy: DeployConfig) -> list[str]:
+        return [f"{lm}_{axis}" for lm in LANDMARK_NAMES[: deploy.num_landmarks] for axis in ("x", "y")]
+
+
+class RetinaFaceFamily(DetectorFamily):
+    """SSD-style priors, ``loc``/``conf``/``landmarks`` encoded against them (Pytorch_Retinaface)."""
+
+    name = "retinaface"
+    augmentation = "crop_stretch"
+    nms_offset = 1.0  # py_cpu_nms's x2 - x1 + 1
+    output_meanings = {
+        "loc": "box offsets per prior (dx, dy, dw, dh), encoded against the priors with the variances",
+        "conf": "class probabilities per prior (softmax over background, face)",
+        "landmarks": "5 landmark offsets per prior (x, y interleaved), encoded against the priors",
+    }
+    end_to_end = True
+    distillation = True
+
+    def decode(self, deploy, outputs, input_hw, cfg):
+        import torch
+
+        from mobilekit.postprocess import decode_detections
+        from mobilekit.priors import prior_boxes, prior_boxes_torch
+
+        loc = outputs["loc"]
+        if isinstance(loc, torch.Tensor):
+            priors = prior_boxes_torch(deploy.priors, input_hw, loc.device)
+        else:
+            priors = prior_boxes(deploy.priors, input_hw)
+        height, width = input_hw
+        return decode_detections(loc, outputs["conf"], outputs["landmarks"], priors, deploy.priors, (width, height), cfg)
+
+    def criterion(self, model, image_size, loc_weight):
+        from mobilekit.training.losses import MultiBoxLoss
+
+        return MultiBoxLoss(model.deploy.priors, image_size, loc_weight=loc_weight)
+
+    def anchors(self, deploy):
+        return deploy.priors.to_dict()
+
+    def anchors_document(self, deploy, input_hw):
+        from mobilekit.flutter.reference_decoder import generate_anchors
+
+        height, width = input_hw
+        anchors = generate_anchors(deploy.priors, input_hw)
+        return {
+            "layout": "cx,cy,w,h",
+            "normalized": True,
+            "input_size": [height, width],
+            "order": "level -> row -> column -> min_size (output-row order)",
+            "min_sizes": [list(s) for s in deploy.priors.min_sizes],
+            "steps": list(deploy.priors.steps),
+            "variances": list(deploy.priors.variances),
+            "clip": deploy.priors.clip,
+            "count": int(len(anchors)),
+            "anchors": [[float(v) for v in row] for row in anchors],
+        }
+
+    def output_columns(self, name, deploy):
+        points = self.keypoint_columns(deploy)
+        return {
+            "loc": ["dx", "dy", "dw", "dh"],
+            "conf": ["background_prob", "face_prob"],
+            "landmarks": [f"{p}_offset" for p in points],
+        }.get(name, [])
+
+
+class YoloFamily(DetectorFamily):
+    """YOLOv5-Face grid anchors, decoded inside the graph to one ``predictions`` output."""
+
+    name = "yolo"
+    augmentation = "letterbox"
+    nms_offset = YOLO_NMS_OFFSET  # YOLO's x2 - x1
+    output_meanings = {
+        "predictions": "decoded predictions per grid anchor, normalised 0-1 (cx, cy, w, h, objectness, landmarks x/y, face class)",
+    }
+
+    def decode(self, deploy, outputs, input_hw, cfg):
+        from mobilekit.yolo_decode import yolo_detections
+
+        return yolo_detections(outputs["predictions"], input_hw, cfg)
+
+    def criterion(self, model, image_size, loc_weight):
+        from mobilekit.training.yolo_loss import YoloFaceLoss
+
+        return YoloFaceLoss(model)
+
+    def anchors(self, deploy):
+        return self._grid(deploy).to_dict()
+
+    def anchors_document(self, deploy, input_hw):
+        from mobilekit.yolo_decode import level_sizes, num_predictions
+
+        grid = self._grid(deploy)
+        height, width = input_hw
+        return {
+            "layout": "yolo_grid",
+            "normalized": True,
+            "decoded_in_graph": True,
+            "note": "the 'predictions' output is already decoded (cx, cy, w, h normalised 0-1): no anchor math in the app",
+            "input_size": [height, width],
+            "order": "level -> row -> column -> anchor (output-row order)",
+            "strides": list(grid.strides),
+            "anchors_wh_pixels": [[list(a) for a in level] for level in grid.anchors],
+            "grid_sizes": [list(s) for s in level_sizes(grid, input_hw)],
+            "count": num_predictions(grid, input_hw),
+        }
+
+    def output_columns(self, name, deploy):
+        if name == "predictions":
+            return ["cx", "cy", "w", "h", "objectness", *self.keypoint_columns(deploy), "face_class_prob"]
+        return []
+
+    @staticmethod
+    def _grid(deploy: DeployConfig):
+        if deploy.yolo_anchors is None:
+            raise ValueError(f"{deploy.name} is a 'yolo' model but its deployment config has no yolo_anchors")
+        return deploy.yolo_anchors
+
+
+FAMILIES: dict[str, DetectorFamily] = {family.name: family for family in (RetinaFaceFamily(), YoloFamily())}
+
+
+def family_of(deploy: DeployConfig) -> DetectorFamily:
+    """The family declared by ``deploy.decoder``."""
+    try:
+        return FAMILIES[deploy.decoder]
+    except KeyError:
+        raise ValueError(f"{deploy.name} declares decoder {deploy.decoder!r}; known families: {', '.join(FAMILIES)}") from None
+
+
+def decode_outputs(deploy: DeployConfig, outputs: dict, input_hw: tuple[int, int], cfg: PostprocessConfig | None = None) -> Detections:
+    """One image's deployment outputs -> faces in model-input pixels, with the model's family decode and,
+    unless ``cfg`` is given, the family's evaluation defaults for this model."""
+    family = family_of(deploy)
+    return family.decode(deploy, outputs, input_hw, cfg if cfg is not None else family.postprocess(deploy))
