@@ -14,7 +14,7 @@ import torch
 
 from mobilekit.box_coder import decode_boxes, decode_landmarks
 from mobilekit.config import PriorConfig
-from mobilekit.nms import nms_numpy, nms_torch
+from mobilekit.nms import nms
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,5 @@ def decode_detections(
     loc, priors_kept, landmarks, scores = loc[order], priors_kept[order], landmarks[order], scores[order]
     boxes = decode_boxes(loc, priors_kept, variances) * box_scale
     points = decode_landmarks(landmarks, priors_kept, variances) * lm_scale
-    nms = nms_torch if is_torch else nms_numpy
     kept = nms(boxes, scores, cfg.nms_iou, offset=cfg.nms_offset, max_keep=cfg.max_detections)
     return Detections(boxes[kept], scores[kept], points[kept])

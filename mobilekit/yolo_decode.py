@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mobilekit.config import YoloAnchorConfig
-from mobilekit.nms import nms_numpy, nms_torch
+from mobilekit.nms import nms
 from mobilekit.postprocess import Detections, PostprocessConfig
 
 VALUES_PER_ANCHOR = 16
@@ -147,6 +147,5 @@ def yolo_detections(predictions, input_hw: tuple[int, int], cfg: PostprocessConf
         scale = np.array(scale, dtype=predictions.dtype)
         boxes = np.concatenate(corners, axis=1) * scale[:4]
     points = predictions[:, LANDMARK_SLICE] * scale
-    nms = nms_torch if is_torch else nms_numpy
     kept = nms(boxes, scores, cfg.nms_iou, offset=YOLO_NMS_OFFSET, max_keep=cfg.max_detections)
     return Detections(boxes[kept], scores[kept], points[kept])

@@ -17,6 +17,7 @@ from mobilekit.models.attention import CBAM
 from mobilekit.models.base import FaceDetector
 from mobilekit.models.bifpn import bifpn
 from mobilekit.models.deform_conv import DeformConv
+from mobilekit.models.layers import SSH
 from mobilekit.models.mobilenet import MobileNetV1Backbone
 from mobilekit.models.registry import register_model
 from mobilekit.models.retinaface import apply_heads, multitask_heads
@@ -28,27 +29,6 @@ def deform_conv_bn(in_channels: int, out_channels: int, leaky: float | None = No
     if leaky is not None:
         layers.append(nn.LeakyReLU(negative_slope=leaky, inplace=True))
     return nn.Sequential(*layers)
-
-
-class DeformSSH(nn.Module):
-    """SSH context module with deformable 3x3 convs: concat(C/2, C/4, C/4) then ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        if out_channels % 4:
-            raise ValueError(f"SSH out_channels must be a multiple of 4, got {out_channels}")
-        leaky = 0.1 if out_channels <= 64 else 0.0
-        quarter = out_channels // 4
-        self.conv3X3 = deform_conv_bn(in_channels, out_channels // 2)
-        self.conv5X5_1 = deform_conv_bn(in_channels, quarter, leaky)
-        self.conv5X5_2 = deform_conv_bn(quarter, quarter)
-        self.conv7X7_2 = deform_conv_bn(quarter, quarter, leaky)
-        self.conv7x7_3 = deform_conv_bn(quarter, quarter)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch5_1 = self.conv5X5_1(x)
-        branches = [self.conv3X3(x), self.conv5X5_2(branch5_1), self.conv7x7_3(self.conv7X7_2(branch5_1))]
-        return F.relu(torch.cat(branches, dim=1))
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -68,9 +48,9 @@ class FeatherFace(FaceDetector):
         self.backbone_cbam = nn.ModuleList(CBAM(c, 16) for c in levels) if cbam else None
         self.bifpn = bifpn(channels, levels, bifpn_cells)
         self.bifpn_cbam = nn.ModuleList(CBAM(channels, 16) for _ in levels) if cbam else None
-        self.ssh1 = DeformSSH(channels, channels)
-        self.ssh2 = DeformSSH(channels, channels)
-        self.ssh3 = DeformSSH(channels, channels)
+        self.ssh1 = SSH(channels, channels, deform_conv_bn)
+        self.ssh2 = SSH(channels, channels, deform_conv_bn)
+        self.ssh3 = SSH(channels, channels, deform_conv_bn)
         for name, heads in multitask_heads(channels, self.deploy.priors.anchors_per_location).items():
             setattr(self, name, heads)
 

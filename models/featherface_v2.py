@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mobilekit.config import DeployConfig
 from mobilekit.models.attention import CBAM
 from mobilekit.models.base import FaceDetector
 from mobilekit.models.bifpn import bifpn
 from mobilekit.models.featherface import channel_shuffle
+from mobilekit.models.layers import SSH
 from mobilekit.models.mobilenet import MobileNetV1Backbone
 from mobilekit.models.registry import register_model
 from mobilekit.models.retinaface import Head1x1
@@ -37,25 +37,11 @@ def grouped_conv_bn(in_channels: int, out_channels: int, groups: int, leaky: flo
     return nn.Sequential(*layers)
 
 
-class GroupedSSH(nn.Module):
-    """SSH context module (3x3 / 5x5 / 7x7 receptive branches, concat C/2 + C/4 + C/4, ReLU)
-    with every 3x3 conv grouped."""
-
-    def __init__(self, channels: int, groups: int = 4, leaky: float = 0.1) -> None:
-        super().__init__()
-        quarter = channels // 4
-        if channels % 4 or quarter % groups:
-            raise ValueError(f"grouped SSH needs channels / 4 divisible by groups={groups}, got {channels}")
-        self.conv3X3 = grouped_conv_bn(channels, channels // 2, groups)
-        self.conv5X5_1 = grouped_conv_bn(channels, quarter, groups, leaky)
-        self.conv5X5_2 = grouped_conv_bn(quarter, quarter, groups)
-        self.conv7X7_2 = grouped_conv_bn(quarter, quarter, groups, leaky)
-        self.conv7x7_3 = grouped_conv_bn(quarter, quarter, groups)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch5_1 = self.conv5X5_1(x)
-        branches = [self.conv3X3(x), self.conv5X5_2(branch5_1), self.conv7x7_3(self.conv7X7_2(branch5_1))]
-        return F.relu(torch.cat(branches, dim=1))
+def grouped_ssh(channels: int, groups: int = 4, leaky: float = 0.1) -> SSH:
+    """SSH with every 3x3 conv grouped (``groups`` must divide a quarter of ``channels``)."""
+    if channels % 4 or (channels // 4) % groups:
+        raise ValueError(f"grouped SSH needs channels / 4 divisible by groups={groups}, got {channels}")
+    return SSH(channels, channels, lambda inp, oup, slope: grouped_conv_bn(inp, oup, groups, slope), leaky)
 
 
 class FeatherFaceV2(FaceDetector):
@@ -65,7 +51,7 @@ class FeatherFaceV2(FaceDetector):
         self.body = MobileNetV1Backbone()
         self.bifpn = bifpn(channels, self.body.out_channels, bifpn_cells)
         self.cbam = CBAM(channels, reduction=32)
-        self.ssh = nn.ModuleList(GroupedSSH(channels, groups) for _ in range(NUM_LEVELS))
+        self.ssh = nn.ModuleList(grouped_ssh(channels, groups) for _ in range(NUM_LEVELS))
         num_anchors = self.deploy.priors.anchors_per_location
         self.ClassHead = Head1x1(channels, num_anchors, 2)
         self.BboxHead = Head1x1(channels, num_anchors, 4)

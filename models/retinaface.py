@@ -12,31 +12,9 @@ import torch.nn.functional as F
 
 from mobilekit.config import DeployConfig
 from mobilekit.models.base import FaceDetector
-from mobilekit.models.layers import conv_bn, conv_bn1x1, conv_bn_no_relu
+from mobilekit.models.layers import SSH, conv_bn, conv_bn1x1
 from mobilekit.models.mobilenet import MobileNetV1Backbone
 from mobilekit.models.registry import register_model
-
-
-class SSH(nn.Module):
-    """Single Stage Headless context module: 3x3, 5x5 (two 3x3) and 7x7 (three 3x3) branches."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        if out_channels % 4:
-            raise ValueError(f"SSH out_channels must be a multiple of 4, got {out_channels}")
-        leaky = 0.1 if out_channels <= 64 else 0.0
-        self.conv3X3 = conv_bn_no_relu(in_channels, out_channels // 2)
-        self.conv5X5_1 = conv_bn(in_channels, out_channels // 4, leaky=leaky)
-        self.conv5X5_2 = conv_bn_no_relu(out_channels // 4, out_channels // 4)
-        self.conv7X7_2 = conv_bn(out_channels // 4, out_channels // 4, leaky=leaky)
-        self.conv7x7_3 = conv_bn_no_relu(out_channels // 4, out_channels // 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch3 = self.conv3X3(x)
-        branch5_1 = self.conv5X5_1(x)
-        branch5 = self.conv5X5_2(branch5_1)
-        branch7 = self.conv7x7_3(self.conv7X7_2(branch5_1))
-        return F.relu(torch.cat([branch3, branch5, branch7], dim=1))
 
 
 class FPN(nn.Module):

@@ -10,15 +10,16 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mobilekit.atomic import atomic_path
 from mobilekit.config import DeployConfig
 from mobilekit.converters import export_model, open_runtime, randomize_for_testing
-from mobilekit.atomic import atomic_path
 from mobilekit.converters.metadata import read_sidecar, sha256_file
 from mobilekit.converters.onnx_export import ExportError, fold_batchnorms, module_path_from_node, prepare_deploy_module
 from mobilekit.converters.parity import load_inputs
 from mobilekit.converters.pipeline import resolve_formats
 from mobilekit.converters.tflite_export import _describe_failure, check_xnnpack_load
 from mobilekit.converters.tflite_worker import WorkerError, match_outputs_by_value
+from mobilekit.families import family_of
 from mobilekit.image_io import list_images
 from mobilekit.models import FaceDetector, create_model
 
@@ -136,6 +137,9 @@ def test_every_registered_model_exports_with_random_weights(name, random_export_
     meta = read_sidecar(export_dir / f"{name}_256_fp32.tflite")
     assert meta["model"]["random_init"] is True and "RANDOMLY INITIALISED" in meta["model"]["warning"]
     assert read_sidecar(export_dir / f"{name}_256.onnx")["onnx"]["batchnorm_nodes"] == []
+    deploy = create_model(name).deploy
+    assert meta["anchors"] == family_of(deploy).anchors(deploy)  # ADYOLOv5-Face: its grid, not RetinaFace priors
+    assert [o["meaning"] for o in meta["outputs"]] == [family_of(deploy).output_meanings[n] for n in deploy.output_names]
 
 
 # -- pieces --------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from mobilekit.checkpoint import load_backbone, read_state_dict
 from mobilekit.image_io import read_image
 from mobilekit.inference import detect_image
 from mobilekit.models import create_model
-from mobilekit.models.featherface_v2 import FeatherFaceV2, GroupedSSH
+from mobilekit.models.featherface_v2 import FeatherFaceV2
+from mobilekit.models.layers import SSH
 from mobilekit.priors import num_priors
 from mobilekit.profiling import cost_breakdown, count_params
 
@@ -50,7 +51,7 @@ def test_outputs_have_v1_layout_on_retinaface_priors(model):
 def test_heads_are_shared_by_the_three_levels(model):
     heads = [model.ClassHead, model.BboxHead, model.LandmarkHead]
     assert [h.conv1x1.out_channels for h in heads] == [4, 8, 20]  # 2 anchors per location
-    assert len(model.ssh) == 3 and all(isinstance(s, GroupedSSH) for s in model.ssh)
+    assert len(model.ssh) == 3 and all(isinstance(s, SSH) for s in model.ssh)
     assert all(m.groups == 4 for s in model.ssh for m in s.modules() if isinstance(m, torch.nn.Conv2d))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.cbam.modules())
 

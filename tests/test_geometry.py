@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mobilekit.box_coder import box_iou, decode_boxes, decode_landmarks, encode_boxes, encode_landmarks
 from mobilekit.config import PriorConfig
-from mobilekit.nms import nms_numpy, nms_torch, nms_torch_on_device
+from mobilekit.nms import nms, nms_on_device
 from mobilekit.postprocess import PostprocessConfig, decode_detections
 from mobilekit.priors import feature_map_sizes, num_priors, prior_boxes, prior_boxes_torch
 
@@ -97,12 +97,12 @@ def test_nms_matches_brute_force(seed, n, threshold, offset):
     boxes = (random_boxes(rng, n) * 200).astype(np.float64)
     scores = rng.choice(np.linspace(0.05, 1, 12), size=n)  # repeated scores exercise ties
     expected = brute_force_nms(boxes, scores, threshold, offset)
-    assert nms_numpy(boxes, scores, threshold, offset).tolist() == expected
-    assert nms_torch(torch.from_numpy(boxes), torch.from_numpy(scores), threshold, offset).tolist() == expected
-    assert nms_torch_on_device(torch.from_numpy(boxes), torch.from_numpy(scores), threshold, offset).tolist() == expected
+    assert nms(boxes, scores, threshold, offset).tolist() == expected
+    assert nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold, offset).tolist() == expected
+    assert nms_on_device(torch.from_numpy(boxes), torch.from_numpy(scores), threshold, offset).tolist() == expected
     for max_keep in (1, 3):
-        assert nms_numpy(boxes, scores, threshold, offset, max_keep).tolist() == expected[:max_keep]
-        assert nms_torch_on_device(torch.from_numpy(boxes), torch.from_numpy(scores), threshold, offset, max_keep).tolist() == expected[:max_keep]
+        assert nms(boxes, scores, threshold, offset, max_keep).tolist() == expected[:max_keep]
+        assert nms_on_device(torch.from_numpy(boxes), torch.from_numpy(scores), threshold, offset, max_keep).tolist() == expected[:max_keep]
 
 
 def test_box_iou_known_values():

@@ -174,7 +174,7 @@ def test_yolo_export_packages_with_its_grid_and_in_graph_decode(random_export_fa
     library = decode_outputs(deploy, {"predictions": golden["predictions"][0]}, (256, 256), ref.postprocess_config(settings))
     np.testing.assert_array_equal(mirror.boxes, library.boxes)
     assert meta["parity"]["faces"]["missed"] == 0
-    with pytest.raises(MobilekitError, match="retinaface"):
+    with pytest.raises(MobilekitError, match="no end-to-end graph"):
         package_export(random_export_factory("adyolov5_face"), tmp_path / "yolo_e2e", end_to_end=True)
 
 
@@ -310,3 +310,13 @@ def test_cli_packages_and_reports_user_errors(retinaface_export, tmp_path, capsy
     main(["package", str(export_dir), "--out", str(tmp_path / "out"), "--precision", "int8"])
     meta = json.loads((tmp_path / "out" / "model_meta.json").read_text())
     assert meta["model"]["variant"] == "int8" and read_embedded_metadata(tmp_path / "out" / "model.tflite")["model"]["variant"] == "int8"
+
+
+@pytest.mark.slow
+def test_packaged_dart_parses(packages):
+    from test_dart import syntax_errors
+
+    files = [path for folder in packages.values() for path in sorted(folder.rglob("*.dart"))]
+    assert files
+    for path in files:
+        assert not syntax_errors(path.read_bytes()), f"{path}: {syntax_errors(path.read_bytes())}"

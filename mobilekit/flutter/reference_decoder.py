@@ -19,7 +19,7 @@ from mobilekit.box_coder import decode_boxes, decode_landmarks
 from mobilekit.config import PriorConfig
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import InputTransform, resize_to_input
-from mobilekit.nms import nms_numpy
+from mobilekit.nms import nms as greedy_nms
 from mobilekit.postprocess import Detections, PostprocessConfig
 from mobilekit.priors import prior_boxes
 
@@ -93,7 +93,7 @@ def decode(
 
 def nms(candidates: Detections, settings: DecoderSettings) -> Detections:
     """``nms``: greedy suppression over candidates sorted best first; keeps ``max_detections``."""
-    kept = nms_numpy(candidates.boxes, candidates.scores, settings.nms_iou, offset=settings.nms_offset, max_keep=settings.max_detections)
+    kept = greedy_nms(candidates.boxes, candidates.scores, settings.nms_iou, offset=settings.nms_offset, max_keep=settings.max_detections)
     return Detections(candidates.boxes[kept], candidates.scores[kept], candidates.landmarks[kept])
 
 

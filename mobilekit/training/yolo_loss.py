@@ -86,7 +86,6 @@ class YoloFaceLoss(nn.Module):
         rows, cols = grid_hw
         stride = self.strides[level]
         anchors = self.anchors[level] / stride
-        num_anchors = anchors.shape[0]
         scale = table.new_tensor([input_hw[1] / stride, input_hw[0] / stride])
         gxy, gwh = table[:, 1:3] * scale, table[:, 3:5] * scale
         glm = table[:, 5:15] * scale.repeat(5)
