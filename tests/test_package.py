@@ -21,8 +21,8 @@ from mobilekit.flutter.package import package_export
 from mobilekit.flutter.tflite_metadata import embed_metadata, read_embedded_metadata
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import load_model, run_model
-from mobilekit.models import create_model
 from mobilekit.families import decode_outputs, family_of
+from mobilekit.models import create_model
 from mobilekit.postprocess import Detections
 from mobilekit.priors import prior_boxes
 
@@ -99,6 +99,15 @@ def test_golden_files_are_what_the_packaged_model_and_decoder_give(packages):
     assert sorted(golden) == ["conf", "landmarks", "loc"]
     for name, value in golden.items():
         np.testing.assert_array_equal(value, outputs[name])
+    index = json.loads((folder / meta["golden"]["index"]).read_text())
+    assert index["byte_order"] == "little"
+    for name, value in golden.items():  # the .bin twins Dart reads hold the same numbers
+        entry = index["files"][name]
+        raw = np.fromfile(folder / "golden" / entry["file"], dtype="<f4").reshape(entry["shape"])
+        np.testing.assert_array_equal(raw, value)
+    entry = index["files"]["input"]
+    raw_input = np.fromfile(folder / "golden" / entry["file"], dtype=np.uint8).reshape(entry["shape"])
+    np.testing.assert_array_equal(raw_input[0], image)
     expected = json.loads((folder / "golden" / "expected_detections.json").read_text())
     assert expected["faces"] == ref.detect(golden, anchors, settings).to_json()
     assert len(expected["faces"]) >= 3 and min(f["score"] for f in expected["faces"]) > settings.score_threshold
@@ -320,3 +329,33 @@ def test_packaged_dart_parses(packages):
     assert files
     for path in files:
         assert not syntax_errors(path.read_bytes()), f"{path}: {syntax_errors(path.read_bytes())}"
+
+
+@pytest.mark.slow
+def test_golden_camera_frames_decode_to_pytorchs_faces(packages, torch_model, shared):
+    """An NV21 frame from a sensor turned 90 degrees and a mirrored BGRA frame of a real photo: the stored
+    frame rebuilds the stored model input with camera_input, and the faces in preview pixels are
+    PyTorch's on the upright photo (every face >= 0.5 at IoU >= 0.9)."""
+    from mobilekit.flutter import camera_input
+    from mobilekit.inference import detect_image
+
+    folder = packages["fp32"]
+    meta, anchors, settings, runtime = load_package(folder)
+    index = json.loads((folder / meta["golden"]["index"]).read_text())
+    photo = read_image(shared / "images" / meta["golden"]["source_image"])
+    photo = photo[: photo.shape[0] // 2 * 2, : photo.shape[1] // 2 * 2]
+    input_hw = tuple(meta["input"]["shape"][1:3])
+    reference = detect_image(torch_model, photo, input_hw)
+    assert int((reference.scores >= FACE_SCORE).sum()) >= 3
+    for name, entry in index["camera_frames"].items():
+        spec, data = entry["frame"], (folder / "golden" / entry["frame"]["file"]).read_bytes()
+        offsets = np.cumsum([0] + [p["bytes"] for p in spec["planes"]])
+        planes = tuple(camera_input.Plane(data[a:b], p["row_stride"], p["pixel_stride"]) for a, b, p in zip(offsets, offsets[1:], spec["planes"]))
+        frame = camera_input.CameraFrame(spec["format"], spec["width"], spec["height"], planes, spec["rotation"], spec["mirror"])
+        model_input = camera_input.camera_to_input(frame, input_hw, meta["input"]["resize"]["mode"], meta["input"]["resize"]["pad_value"])
+        stored = np.fromfile(folder / "golden" / entry["input"]["file"], dtype=entry["input"]["dtype"]).reshape(entry["input"]["shape"])
+        np.testing.assert_array_equal(model_input, stored)
+        faces = ref.detect(runtime.run(model_input), anchors, settings)
+        preview = ref.undo_letterbox(faces, camera_input.camera_transform(frame, input_hw, meta["input"]["resize"]["mode"]))
+        assert preview.to_json() == entry["faces"]["faces"], name
+        assert_faces_match(reference, preview, min_iou=0.9, max_score_diff=0.2)

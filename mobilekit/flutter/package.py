@@ -8,7 +8,8 @@ Layout (see ``flutter_assets/README.md``)::
     labels.txt            one class: face
     pubspec_snippet.yaml  the assets block to paste into the app's pubspec.yaml
     README.md             how to load and run it with tflite_flutter
-    golden/               input.png, raw outputs (npy by name), expected detections (json)
+    golden/               input.png, raw outputs (npy by name, and .bin little-endian float32 with
+                          shapes in index.json, as is the input), expected detections (json)
     lib/                  the Dart decoder (mirror of mobilekit.flutter.reference_decoder)
 """
 
@@ -31,7 +32,7 @@ from mobilekit.converters.variants import TFLITE_VARIANTS
 from mobilekit.atomic import write_json_atomic
 from mobilekit.errors import MobilekitError
 from mobilekit.flutter import end_to_end as e2e_graph
-from mobilekit.flutter import reference_decoder
+from mobilekit.flutter import camera_input, reference_decoder
 from mobilekit.flutter.readme_template import APP_README
 from mobilekit.families import decode_outputs, family_of
 from mobilekit.flutter.tflite_metadata import METADATA_NAME, embed_metadata
@@ -201,6 +202,8 @@ def _readme(meta: dict) -> str:
         input_name=inp["name"],
         input_dtype=inp["dtype"],
         resize=inp["resize"]["mode"],
+        pad_value=f"{inp['resize']['pad_value']:g}",
+        uint8="true" if inp["dtype"] == "uint8" else "false",
         resize_how="stretching (no aspect ratio kept)" if inp["resize"]["mode"] == "stretch" else f"letterboxing (aspect kept, centred, pad value {inp['resize']['pad_value']:g})",
         outputs=outputs,
         kind=dec["kind"],
@@ -308,6 +311,7 @@ def package_export(
             "outputs": {name: f"golden/outputs/{name}.npy" for name in outputs},
             "outputs_dtype": "float32 (quantised outputs dequantised with their scale / zero point)",
             "detections": "golden/expected_detections.json",
+            "index": "golden/index.json",
         }
         # The embedded copy cannot hold the final file's own sha256; model_meta.json does.
         embed_metadata(source_model, staging / "model.tflite", {**package_meta, "embedded_as": METADATA_NAME})
@@ -324,6 +328,9 @@ def package_export(
         cv2.imwrite(str(staging / "golden" / "input.png"), cv2.cvtColor(golden, cv2.COLOR_RGB2BGR))
         for name, value in outputs.items():
             np.save(golden_dir / f"{name}.npy", value)
+        index = write_raw_goldens(staging / "golden", golden, outputs)
+        index["camera_frames"] = write_camera_goldens(staging / "golden", read_image(golden_path), runtime, deploy, input_hw, settings, anchors)
+        write_json_atomic(staging / "golden" / "index.json", index)
         write_json_atomic(
             staging / "golden" / "expected_detections.json",
             {"image": "input.png", "coordinates": "model-input pixels", "decoder": decoder, "faces": faces.to_json()},
@@ -335,6 +342,68 @@ def package_export(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def write_raw_goldens(folder: Path, image: np.ndarray, outputs: dict[str, np.ndarray]) -> dict:
+    """The golden input (RGB uint8, NHWC) and raw outputs (little-endian float32) as plain ``.bin``
+    files that Dart reads with ``ByteData`` / ``Float32List``; returns the index (file, shape, dtype)."""
+    entries = {"input": ("input_rgb.bin", image[None].astype(np.uint8))}
+    entries.update({name: (f"outputs/{name}.bin", np.asarray(value, dtype="<f4")) for name, value in outputs.items()})
+    index = {"byte_order": "little", "layout": "row-major (C order)", "files": {}}
+    for name, (relative, array) in entries.items():
+        np.ascontiguousarray(array).tofile(folder / relative)
+        index["files"][name] = {"file": relative, "shape": list(array.shape), "dtype": array.dtype.name}
+    return index
+
+
+def camera_frames(photo: np.ndarray) -> dict[str, camera_input.CameraFrame]:
+    """The upright RGB ``photo`` (cropped to even sides) as two sensor frames: an Android NV21 frame whose
+    sensor is turned 90 degrees, and a mirrored iOS BGRA frame (front camera)."""
+    photo = photo[: photo.shape[0] // 2 * 2, : photo.shape[1] // 2 * 2]
+    sensor = cv2.rotate(photo, cv2.ROTATE_90_COUNTERCLOCKWISE)  # rotation 90 turns it upright again
+    h, w = sensor.shape[:2]
+    i420 = cv2.cvtColor(sensor, cv2.COLOR_RGB2YUV_I420).ravel()
+    u = i420[h * w : h * w + h * w // 4].reshape(h // 2, w // 2)
+    v = i420[h * w + h * w // 4 :].reshape(h // 2, w // 2)
+    vu = np.stack([v, u], axis=-1).reshape(h // 2, w)
+    nv21 = np.concatenate([i420[: h * w].reshape(h, w), vu]).tobytes()
+    bgra = cv2.cvtColor(cv2.flip(photo, 1), cv2.COLOR_RGB2BGRA)  # mirror: the preview flips it back
+    return {
+        "nv21_rotation90": camera_input.CameraFrame("nv21", w, h, (camera_input.Plane(nv21, w),), rotation=90),
+        "bgra8888_mirrored": camera_input.CameraFrame(
+            "bgra8888", photo.shape[1], photo.shape[0], (camera_input.Plane(bgra.tobytes(), photo.shape[1] * 4, 4),), mirror=True
+        ),
+    }
+
+
+def write_camera_goldens(folder: Path, photo: np.ndarray, runtime: TFLiteRuntime, deploy: DeployConfig,
+                         input_hw: tuple[int, int], settings, anchors) -> dict:  # fmt: skip
+    """``golden/camera/``: per frame its raw bytes and geometry, the model input ``cameraToInput`` makes
+    of it, and the faces the decoder returns for it in upright preview pixels. Returns the index entries."""
+    camera_dir = folder / "camera"
+    camera_dir.mkdir()
+    dtype = np.dtype(runtime.input_details["dtype"]).name
+    entries = {}
+    for name, frame in camera_frames(photo).items():
+        model_input = camera_input.camera_to_input(frame, input_hw, deploy.resize, deploy.pad_value, dtype)
+        faces = reference_decoder.detect(runtime.run(model_input), anchors, settings)
+        preview = reference_decoder.undo_letterbox(faces.numpy(), camera_input.camera_transform(frame, input_hw, deploy.resize))
+        (camera_dir / f"{name}.bin").write_bytes(b"".join(p.data for p in frame.planes))
+        model_input.tofile(camera_dir / f"{name}_input.bin")
+        entries[name] = {
+            "frame": {
+                "file": f"camera/{name}.bin",
+                "format": frame.format,
+                "width": frame.width,
+                "height": frame.height,
+                "rotation": frame.rotation,
+                "mirror": frame.mirror,
+                "planes": [{"bytes": len(p.data), "row_stride": p.row_stride, "pixel_stride": p.pixel_stride} for p in frame.planes],
+            },
+            "input": {"file": f"camera/{name}_input.bin", "shape": list(model_input.shape), "dtype": dtype},
+            "faces": {"coordinates": "upright preview pixels", "faces": preview.to_json()},
+        }
+    return entries
 
 
 def _replace_dir(staging: Path, out_dir: Path) -> None:
