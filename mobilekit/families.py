@@ -42,6 +42,7 @@ class DetectorFamily:
     end_to_end: ClassVar[bool] = False  # whether `mobilekit package --end-to-end` can build decode + NMS into the graph
     distillation: ClassVar[bool] = False  # whether a student of this family can learn from a RetinaFace-style teacher
     parity: ClassVar[ParityTolerance] = ParityTolerance()
+    keypoint_names: ClassVar[tuple[str, ...]] = LANDMARK_NAMES  # in output order; a model has the first num_landmarks
 
     def postprocess(self, deploy: DeployConfig, **overrides) -> PostprocessConfig:
         """Evaluation decode settings for ``deploy`` (score >= ``eval_score_threshold``, the model's
@@ -69,9 +70,12 @@ class DetectorFamily:
         """The meaning of every column of output ``name``'s last axis."""
         raise NotImplementedError
 
-    @staticmethod
-    def keypoint_columns(deploy: DeployConfig) -> list[str]:
-        return [f"{lm}_{axis}" for lm in LANDMARK_NAMES[: deploy.num_landmarks] for axis in ("x", "y")]
+    def keypoints(self, deploy: DeployConfig) -> tuple[str, ...]:
+        """The names of ``deploy``'s keypoints, in output order."""
+        return self.keypoint_names[: deploy.num_landmarks]
+
+    def keypoint_columns(self, deploy: DeployConfig) -> list[str]:
+        return [f"{name}_{axis}" for name in self.keypoints(deploy) for axis in ("x", "y")]
 
 
 class RetinaFaceFamily(DetectorFamily):

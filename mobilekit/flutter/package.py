@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mobilekit.config import LANDMARK_NAMES, DeployConfig
+from mobilekit.config import DeployConfig
 from mobilekit.converters.metadata import find_artefacts, sha256_file, sidecar_path, tool_versions
 from mobilekit.converters.runtimes import TFLiteRuntime
 from mobilekit.converters.variants import TFLITE_VARIANTS
@@ -287,7 +287,7 @@ def package_export(
             "outputs": output_specs(runtime, deploy, bool(end_to_end)),
             "decoder": decoder,
             "priors": family_of(deploy).anchors(deploy),
-            "landmark_order": list(LANDMARK_NAMES[: deploy.num_landmarks]),
+            "landmark_order": list(family_of(deploy).keypoints(deploy)),
             "labels": list(LABELS),
             "export": {
                 "source_file": tflite_path.name,
