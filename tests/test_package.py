@@ -359,3 +359,34 @@ def test_golden_camera_frames_decode_to_pytorchs_faces(packages, torch_model, sh
         preview = ref.undo_letterbox(faces, camera_input.camera_transform(frame, input_hw, meta["input"]["resize"]["mode"]))
         assert preview.to_json() == entry["faces"]["faces"], name
         assert_faces_match(reference, preview, min_iou=0.9, max_score_diff=0.2)
+
+
+@pytest.mark.slow
+def test_dart_takes_its_constants_from_model_meta(packages):
+    """The Dart decoder reads every decoder setting from model_meta.json (variances, thresholds, NMS
+    convention, top-k) and hard-codes no other float than 0, 0.5 and 1 (pixel centres, clamps);
+    the output names it reads for this kind are the package's."""
+    import re
+
+    import tree_sitter
+    import tree_sitter_dart
+
+    folder = packages["fp32"]
+    meta = json.loads((folder / "model_meta.json").read_text())
+    source = (folder / "lib" / "face_decoder.dart").read_bytes()
+    text = source.decode()
+    read = set(re.findall(r"meta\['decoder'\]\['(\w+)'\]", text))
+    assert read == {"kind", "variances", "score_threshold", "nms_iou", "nms_offset", "pre_nms_top_k", "max_detections"}
+    assert read <= set(meta["decoder"])
+    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_dart.language()))
+    floats, stack = set(), [parser.parse(source).root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "decimal_floating_point_literal":
+            floats.add(float(source[node.start_byte : node.end_byte]))
+        stack.extend(node.children)
+    assert floats <= {0.0, 0.5, 1.0}, floats
+    names = {o["name"] for o in meta["outputs"]}
+    assert names == {"loc", "conf", "landmarks"} and names <= set(re.findall(r"outputs\['(\w+)'\]", text))
+    assert meta["landmark_order"] == ["left_eye", "right_eye", "nose", "left_mouth_corner", "right_mouth_corner"]
+    assert "(left eye, right eye, nose, left mouth corner, right mouth corner)" in text
