@@ -78,7 +78,7 @@ def test_box_only_lines_train_boxes_without_landmarks(tmp_path):
     ds = FaceDataset(tmp_path / "label.txt", imgsz=64)
     assert ds.items[0].faces[0].landmarks is None
     image, target = ds[0]
-    assert image.shape == (3, 64, 64) and image.dtype == torch.float32
+    assert image.shape == (3, 64, 64) and image.dtype == torch.uint8
     np.testing.assert_allclose(target[0, :4], [10 / 200, 20 / 100, 40 / 200, 60 / 100], rtol=1e-6)
     assert target[0, 14] == -1.0 and torch.all(target[0, 4:14] == 0)
 
@@ -183,7 +183,7 @@ def test_targets_are_normalised(synth_root, mode, augment):
     n_faces = 0
     for i in range(len(ds)):
         image, target = ds[i]
-        assert image.shape == (3, 128, 128) and image.dtype == torch.float32
+        assert image.shape == (3, 128, 128) and image.dtype == torch.uint8
         assert 0 <= image.min() and image.max() <= 255
         assert target.dtype == torch.float32 and target.shape[1] == 15
         assert torch.all((target[:, :14] >= 0) & (target[:, :14] <= 1))

@@ -253,3 +253,15 @@ def test_init_weights_start_the_model_from_a_checkpoint(trained, tiny_data, tmp_
     expected = torch.load(run / "best_weights.pth", weights_only=True)
     assert all(torch.equal(v, expected[k]) for k, v in trainer.model.state_dict().items())
     trainer.close()
+
+
+def test_batches_cross_to_the_device_as_uint8_and_train_in_float32(tiny_data, tmp_path) -> None:
+    """A quarter of the host-to-device bytes of float32, and the exact same float values for the step."""
+    trainer = Trainer(tiny_config(tiny_data, tmp_path / "run"))
+    try:
+        images, targets, _ = next(iter(trainer._loader(0)))
+        assert images.dtype == torch.uint8 and targets[0].dtype == torch.float32
+        on_device = trainer._to_device(images)
+        assert on_device.dtype == torch.float32 and torch.equal(on_device, images.float())
+    finally:
+        trainer.close()

@@ -78,7 +78,7 @@ class FaceDataset(Dataset):
     """Faces from a RetinaFace-layout ``label.txt`` (images in ``images/`` beside it).
 
     ``root_or_label_file``: a dataset root with ``<split>/label.txt``, a split folder with
-    ``label.txt``, or a label file. Items are ``(image float32 [3, S, S] RGB 0-255, target [K, 15])``
+    ``label.txt``, or a label file. Items are ``(image uint8 [3, S, S] RGB 0-255, target [K, 15])``
     or a :class:`SkippedImage` for a missing / unreadable image (warned and counted in ``skipped``;
     ``detection_collate`` drops it). ``augment=False`` resizes plainly: stretch for
     ``mode="crop_stretch"`` (RetinaFace's random crop + stretch when augmenting), centred letterbox for ``mode="letterbox"``. Augmentation randomness comes
@@ -139,7 +139,7 @@ class FaceDataset(Dataset):
             resize = "stretch" if self.mode == "crop_stretch" else "letterbox"
             image, t = resize_to_input(image, (size, size), resize, self.pad_value)
             faces = faces.scaled(t.scale_x, t.scale_y, t.pad_x, t.pad_y)
-        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # uint8: a quarter of float32's bytes
         return tensor, targets_tensor(faces, size, size)
 
 
@@ -151,5 +151,5 @@ def detection_collate(
     skipped = len(batch) - len(kept)
     if not kept:
         size = batch[0].imgsz if batch else 0
-        return torch.zeros((0, 3, size, size)), [], skipped
+        return torch.zeros((0, 3, size, size), dtype=torch.uint8), [], skipped
     return torch.stack([image for image, _ in kept]), [target for _, target in kept], skipped

@@ -334,7 +334,8 @@ class Trainer:
         return stats
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
+        """uint8 batches cross to the device (4x fewer bytes than float32), then become float32 there."""
+        images = images.to(self.device, non_blocking=True).to(torch.float32)
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def _step(self, images: torch.Tensor, targets: list[torch.Tensor], epoch: int, step: int) -> dict[str, float]:
