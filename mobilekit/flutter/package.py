@@ -256,7 +256,8 @@ def package_export(
             "as an app would run it: package another precision of this model"
         )
     golden_path = Path(golden_image) if golden_image is not None else default_golden_image()
-    golden = resize_to_input(read_image(golden_path), input_hw, deploy.resize, deploy.pad_value)[0]
+    photo = read_image(golden_path)
+    golden = resize_to_input(photo, input_hw, deploy.resize, deploy.pad_value)[0]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
@@ -329,7 +330,7 @@ def package_export(
         for name, value in outputs.items():
             np.save(golden_dir / f"{name}.npy", value)
         index = write_raw_goldens(staging / "golden", golden, outputs)
-        index["camera_frames"] = write_camera_goldens(staging / "golden", read_image(golden_path), runtime, deploy, input_hw, settings, anchors)
+        index["camera_frames"] = write_camera_goldens(staging / "golden", photo, runtime, deploy, input_hw, settings, anchors)
         write_json_atomic(staging / "golden" / "index.json", index)
         write_json_atomic(
             staging / "golden" / "expected_detections.json",
