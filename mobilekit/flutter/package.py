@@ -28,7 +28,7 @@ import numpy as np
 from mobilekit.config import DeployConfig
 from mobilekit.converters.metadata import find_artefacts, sha256_file, sidecar_path, tool_versions
 from mobilekit.converters.runtimes import TFLiteRuntime
-from mobilekit.converters.variants import TFLITE_VARIANTS
+from mobilekit.converters.variants import TFLITE_VARIANTS, VARIANT
 from mobilekit.atomic import write_json_atomic
 from mobilekit.errors import MobilekitError
 from mobilekit.flutter import end_to_end as e2e_graph
@@ -166,7 +166,7 @@ def parity_from_export(export_dir: Path, artefact_name: str) -> dict | None:
 def quick_parity(meta: dict, deploy: DeployConfig, image: np.ndarray, outputs: dict, faces: Detections, e2e: bool) -> dict:
     """PyTorch vs the packaged model on the golden image: tensors (plain model) and faces."""
     from mobilekit.converters.model_source import rebuild_source_model
-    from mobilekit.converters.parity import FACE_SCORE, match_faces, tensor_metrics
+    from mobilekit.converters.parity import FACE_SCORE, face_agreement, summarize_faces, tensor_metrics
     from mobilekit.converters.runtimes import TorchRuntime
     source = meta["model"]
     weights = source.get("weights")
@@ -180,7 +180,7 @@ def quick_parity(meta: dict, deploy: DeployConfig, image: np.ndarray, outputs: d
     result = {
         "source": "golden image, computed at packaging",
         "face_score": FACE_SCORE,
-        "faces": match_faces(ref_faces, faces),
+        "faces": summarize_faces([face_agreement(ref_faces, faces, family_of(deploy).parity_tolerance(deploy).match_iou(VARIANT[meta["artefact"]["variant"]].precision))]),
         "reference_decode": "mobilekit.families.decode_outputs" + (" with nms_offset=0 (TF NMS convention)" if e2e else ""),
     }
     if not e2e:
