@@ -79,6 +79,79 @@ def _slots(table: str) -> list[tuple[int, str, str]]:
     return slots
 
 
+# -- a packaged model's document ---------------------------------------------------------------------
+def describe(meta: dict, score_output: str) -> dict:
+    """The standard metadata of a package from its ``model_meta.json`` (``meta``): one image input
+    (raw RGB 0-255, so NormalizationOptions mean 0 / std 1), the outputs in interpreter order with the
+    family's names and meanings, ``labels.txt`` on ``score_output`` and ``anchors.json`` on the model."""
+    model, decoder = meta["model"], meta["decoder"]
+    outputs = sorted(meta["outputs"], key=lambda o: o["interpreter_output_index"])
+    if score_output not in [o["name"] for o in outputs]:
+        raise MobilekitError(f"score output {score_output!r} is not among the model's outputs ({', '.join(o['name'] for o in outputs)})")
+    weights = f"weights sha256 {model['weights_sha256'][:16]}" if model.get("weights_sha256") else "random weights"
+    in_graph = ", end-to-end (decoding and NMS in the graph)" if model.get("end_to_end") else ""
+    return {
+        "name": model["name"],
+        "description": (
+            f"Face detector ({model['variant']}{in_graph}): face boxes, scores and landmarks "
+            f"({', '.join(meta['landmark_order'])}). Decoder '{decoder['kind']}' settings, output columns and priors "
+            "are in model_meta.json, also embedded in this file as 'mobilekit_meta'."
+        ),
+        "version": f"{model['variant']}, {weights}",
+        "subgraph_metadata": [
+            {
+                "input_tensor_metadata": [_input_tensor(meta["input"])],
+                "output_tensor_metadata": [_output_tensor(o, o["name"] == score_output) for o in outputs],
+            }
+        ],
+        "author": "mobilekit",
+        "license": "mobilekit: MIT; the weights keep the license of their source",
+        "associated_files": [
+            {"name": decoder["anchors_file"], "description": "Anchors of the output rows, in output-row order (model_meta.json 'decoder' says how they decode)."}
+        ],
+        "min_parser_version": MIN_PARSER_VERSION,
+    }
+
+
+def _input_tensor(spec: dict) -> dict:
+    """The image input: RGB at its size, raw pixel values 0-255 (quantised as they are for uint8)."""
+    _, height, width, _ = spec["shape"]
+    resize = spec["resize"]
+    how = "stretched" if resize["mode"] == "stretch" else f"letterboxed (centred, pad value {resize['pad_value']:g})"
+    if spec["dtype"] == "uint8":
+        q = spec["quantization"]
+        values = f"uint8 raw pixel values 0-255 as they are (input quantisation scale {q['scale']:g}, zero point {q['zero_point']})"
+    else:
+        values = f"{spec['dtype']} raw pixel values 0-255"
+    return {
+        "name": spec["name"],
+        "description": f"RGB image [1, {height}, {width}, 3] NHWC, {values}, {how} to {height}x{width}. No normalisation (the graph normalises): mean 0, std 1.",
+        "content": {
+            "content_properties_type": "ImageProperties",
+            "content_properties": {"color_space": "RGB", "default_size": {"width": width, "height": height}},
+        },
+        "process_units": [{"options_type": "NormalizationOptions", "options": {"mean": [0.0], "std": [1.0]}}],
+        "stats": {"max": [255.0], "min": [0.0]},
+    }
+
+
+def _output_tensor(spec: dict, labelled: bool) -> dict:
+    """An output by its name, with its meaning, the columns of its last axis and its dequantisation."""
+    description = spec["meaning"] + (f". Last axis: {', '.join(spec['columns'])}." if spec["columns"] else ".")
+    if "quantization" in spec:
+        q = spec["quantization"]
+        description += f" {spec['dtype']}: value = (q - {q['zero_point']}) * {q['scale']:g}."
+    tensor = {
+        "name": spec["name"],
+        "description": description,
+        "content": {"content_properties_type": "FeatureProperties", "content_properties": {}},
+    }
+    if labelled:
+        labels = {"name": "labels.txt", "description": "Class names, one a line: the class this output scores (face; no label for a background column).", "type": "TENSOR_AXIS_LABELS"}
+        tensor["associated_files"] = [labels]
+    return tensor
+
+
 # -- encoding ---------------------------------------------------------------------------------------
 def to_buffer(document: dict) -> bytes:
     """``document`` (a ModelMetadata) as a flatbuffer with the ``M001`` identifier."""
