@@ -45,6 +45,7 @@ class DetectorFamily:
     nms_offset: ClassVar[float]  # NMS area convention: (x2 - x1 + offset) * (y2 - y1 + offset)
     eval_score_threshold: ClassVar[float] = 0.02  # evaluation and parity decode down to this score
     output_meanings: ClassVar[dict[str, str]]
+    score_output: ClassVar[str]  # the output holding the face score (labels.txt labels it in the standard metadata)
     end_to_end: ClassVar[bool] = False  # whether `mobilekit package --end-to-end` can build decode + NMS into the graph
     distillation: ClassVar[bool] = False  # whether a student of this family can learn from a RetinaFace-style teacher
     parity: ClassVar[ParityTolerance] = ParityTolerance()
@@ -113,6 +114,7 @@ class RetinaFaceFamily(DetectorFamily):
         "conf": "class probabilities per prior (softmax over background, face)",
         "landmarks": "5 landmark offsets per prior (x, y interleaved), encoded against the priors",
     }
+    score_output = "conf"
     end_to_end = True
     distillation = True
 
@@ -174,6 +176,7 @@ class YoloFamily(DetectorFamily):
     output_meanings = {
         "predictions": "decoded predictions per grid anchor, normalised 0-1 (cx, cy, w, h, objectness, landmarks x/y, face class)",
     }
+    score_output = "predictions"
 
     def decode(self, deploy, outputs, input_hw, cfg):
         from mobilekit.yolo_decode import yolo_detections

@@ -1,4 +1,4 @@
-"""Session-scoped exports shared by test_export.py and test_parity.py: each model/precision converts ONCE.
+"""Session-scoped exports (and packages) shared by the test modules: each model/precision converts ONCE.
 
 Loaded as a plugin from ``tests/conftest.py`` (``pytest_plugins``).
 """
@@ -61,6 +61,16 @@ def retinaface_parity(retinaface_export, shared: Path, tmp_path_factory) -> dict
         status = exc.code
     report = json.loads((out / "parity.json").read_text())
     return {"report": report, "status": status, "markdown": out / "parity.md", "png": out / "parity.png"}
+
+
+@pytest.fixture(scope="session")
+def retinaface_packages(retinaface_export, tmp_path_factory) -> dict[str, Path]:
+    """``mobilekit package`` folders of the RetinaFace export, fp32 and fp16 (test_package.py, test_standard_metadata.py)."""
+    from mobilekit.flutter.package import package_export
+
+    export_dir, _ = retinaface_export
+    out = tmp_path_factory.mktemp("flutter_packages")
+    return {p: package_export(export_dir, out / f"retinaface_{p}", p) for p in ("fp32", "fp16")}
 
 
 @pytest.fixture(scope="session")
