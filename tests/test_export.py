@@ -334,3 +334,24 @@ def test_keep_float_names_resolve_on_a_real_graph(retinaface_export):
     assert resolve_layers(model, [heads[0], "heads"]) == [heads[0]] + [h for h in heads if h != heads[0]]
     with pytest.raises(KeepFloatError, match="'backbone.nope' matches no layer"):
         resolve_layers(model, ["backbone.nope"])
+
+
+@pytest.mark.slow
+def test_keep_float_auto_measures_the_detections_on_the_calibration_photos(shared, calibration_half, tmp_path):
+    """``auto`` ranks layers with TF's quantisation debugger, then quantises with 0, 1, 2, 4 ... of the worst
+    in float until the int8 faces on the calibration photos meet the model's target; the trials are
+    recorded and the chosen layers are the ones left in float in the file."""
+    from mobilekit.converters import build_source_model, source_metadata
+    from mobilekit.converters.metadata import read_sidecar
+
+    weights = shared / "weights/retinaface_mnet025_widerface.pth"
+    model = build_source_model("retinaface_mnet025", weights)
+    (path,) = export_model(model, 320, tmp_path, formats=("int8",), calib_images=calibration_half, source=source_metadata(weights, None), keep_float=("auto",))
+    kept = read_sidecar(path)["tflite"]["keep_float"]
+    trials = kept["trials"]
+    assert kept["requested"] == ["auto"] and trials and kept["met"] == trials[-1]["met"]
+    assert [t["float_layers"] for t in trials] == [0, 1, 2, 4, 8, 16, 32, 64][: len(trials)]
+    assert all(not t["met"] for t in trials[:-1])  # the fewest layers that meet the target
+    assert len(kept["layers"]) == trials[-1]["float_layers"]
+    for trial in trials:
+        assert 0.0 <= trial["recall"] <= 1.0 and 0.0 <= trial["precision"] <= 1.0
