@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from mobilekit.errors import MobilekitError
+from mobilekit.training.loop import worker_init
 
 REFERENCE_MEAN_BGR = (104, 117, 123)  # Pytorch_Retinaface's rgb_mean (its images are BGR)
 REFERENCE_NAME = "Pytorch_Retinaface WiderFaceDetection + preproc"
@@ -102,7 +103,7 @@ def loader_rate(dataset: Sized, collate: Callable, workers: int, batch: int, bat
     """Wall-clock images/s of a DataLoader with ``workers`` processes over ``batches`` batches after a
     first, untimed one (worker start-up); the sampler runs over the dataset as often as needed."""
     sampler = RandomSampler(dataset, num_samples=(batches + 1) * batch, generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate, pin_memory=pin_memory)
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate, pin_memory=pin_memory, worker_init_fn=worker_init)
     iterator, seen = iter(loader), 0
     next(iterator)
     start = time.perf_counter()

@@ -66,7 +66,12 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _worker_init(worker_id: int) -> None:
+def worker_init(worker_id: int) -> None:
+    """A DataLoader worker: Python and NumPy seeded from its torch seed; OpenCV on one thread (N workers
+    with a thread pool each would oversubscribe the cores; results are the same)."""
+    import cv2
+
+    cv2.setNumThreads(1)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
@@ -239,7 +244,7 @@ class Trainer:
             num_workers=self.cfg.workers,
             pin_memory=self.device.type == "cuda",
             collate_fn=detection_collate,
-            worker_init_fn=_worker_init,
+            worker_init_fn=worker_init,
             generator=generator,
         )
 
