@@ -27,6 +27,7 @@ from mobilekit.converters.variants import VARIANT, artefact_path
 from mobilekit.errors import MobilekitError
 from mobilekit.models import DeployModule
 
+LITERT_MODULE = "litert_torch"
 LITERT_EXTRA = 'pip install -e ".[litert]"'
 
 
@@ -52,7 +53,7 @@ class NHWCDeployModule(nn.Module):
 
 
 def require_litert() -> None:
-    if importlib.util.find_spec("litert_torch") is None:
+    if importlib.util.find_spec(LITERT_MODULE) is None:
         raise LitertUnavailable(f"--converter litert needs litert-torch, which is not installed: {LITERT_EXTRA}")
 
 
