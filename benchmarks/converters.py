@@ -1,6 +1,7 @@
 """onnx2tf against litert-torch: converter x model x precision -> max error vs PyTorch, faces, latency, conversion time.
 
     python -m mobilekit.benchmarks.converters --imgsz 320 --out benchmarks/results/converters_cpu_320.json
+    python -m mobilekit.benchmarks.converters --table --out benchmarks/results/converters_cpu_320.json
 
 Every registered model is exported with ``--converter both`` (fp32 and fp16; real weights where the shared
 folder has them, seeded random init otherwise). Errors and faces come from ``check_artefacts`` with the
@@ -94,17 +95,32 @@ def run(imgsz: int, images: Path, out_dir: Path, models: list[str]) -> dict:
     }
 
 
+def markdown_table(result: dict) -> str:
+    """The recorded rows as the Markdown table of ``benchmarks/converters.md``."""
+    lines = [
+        "| model | weights | precision | converter | max abs error | faces matched | ms, 1 thread | ms, 2 threads | conversion s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(result["rows"], key=lambda r: (r["model"], r["precision"] != "fp32", r["converter"] != "onnx2tf")):
+        lines.append(
+            f"| {r['model']} | {r['weights']} | {r['precision']} | {r['converter']} | {r['max_abs_error']:.2g} | "
+            f"{r['faces_matched']}/{r['faces']} | {r['latency_ms_1_thread']:.1f} | {r['latency_ms_2_threads']:.1f} | {r['conversion_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--images", type=Path, default=shared_dir() / "images")
     parser.add_argument("--exports", type=Path, default=Path("build/converter_exports"))
     parser.add_argument("--models", default=",".join(list_models()))
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="JSON results (with --table: read, not measured).")
+    parser.add_argument("--table", action="store_true", help="Print the Markdown table of the results in --out.")
     args = parser.parse_args()
-    result = run(args.imgsz, args.images, args.exports.resolve(), args.models.split(","))
-    write_json_atomic(args.out, result)
-    print(json.dumps([{k: r[k] for k in ("model", "converter", "precision", "max_abs_error", "faces_matched", "faces", "latency_ms_1_thread", "latency_ms_2_threads", "conversion_seconds")} for r in result["rows"]], indent=1))
+    if not args.table:
+        write_json_atomic(args.out, run(args.imgsz, args.images, args.exports.resolve(), args.models.split(",")))
+    print(markdown_table(json.loads(args.out.read_text())))
 
 
 if __name__ == "__main__":
