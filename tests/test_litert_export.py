@@ -14,7 +14,7 @@ from mobilekit.converters import litert_export, pipeline
 from mobilekit.converters.litert_export import LitertConversionFailed, convert_with_litert
 from mobilekit.converters.metadata import read_sidecar, sha256_file
 from mobilekit.converters.onnx_export import prepare_deploy_module
-from mobilekit.converters.parity import load_inputs, match_faces
+from mobilekit.converters.parity import face_agreement, load_inputs
 from mobilekit.converters.pipeline import resolve_formats
 from mobilekit.converters.runtimes import TorchRuntime
 from mobilekit.converters.variants import VARIANT, converter_variant, parse_artefact_name
@@ -163,10 +163,10 @@ def test_litert_files_give_the_faces_of_onnx2tfs_file(photo_runs):
     _, faces = photo_runs
     strong = int((faces["onnx2tf"].scores >= 0.5).sum())
     assert strong >= 5
-    same = match_faces(faces["onnx2tf"], faces["litert_fp32"], min_iou=0.99)
-    assert (same["faces"], same["matched"], same["extra"]) == (strong, strong, 0), same
-    fp16 = match_faces(faces["pytorch"], faces["litert_fp16"], min_iou=0.9)
-    assert fp16["matched"] == fp16["faces"] and fp16["extra"] == 0, fp16
+    same = face_agreement(faces["onnx2tf"], faces["litert_fp32"], match_iou=0.99)
+    assert (same["faces"], same["found"], same["file_faces"], same["confirmed"]) == (strong, strong, strong, strong), same
+    fp16 = face_agreement(faces["pytorch"], faces["litert_fp16"], match_iou=0.9)
+    assert fp16["found"] == fp16["faces"] and fp16["confirmed"] == fp16["file_faces"], fp16
 
 
 # -- --converter both, and packaging one of the two -----------------------------------------------

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -312,3 +313,20 @@ def test_compiled_training_gives_the_eager_losses(tiny_data, tmp_path) -> None:
     eager = _first_step_losses(tiny_config(tiny_data, tmp_path / "eager", ema=False))
     compiled = _first_step_losses(tiny_config(tiny_data, tmp_path / "compiled", ema=False, compile=True))
     assert compiled == pytest.approx(eager, rel=1e-4)
+
+
+def test_data_loader_workers_start_after_the_parent_used_opencv(tmp_path) -> None:
+    """A forked worker must not touch OpenCV's thread pool (cv2.setNumThreads there deadlocked once the
+    parent had used the pool): the parent resizes first, then a one-worker loader delivers its batches."""
+    script = f"""
+import cv2, numpy as np
+from pathlib import Path
+from mobilekit.benchmarks.data_pipeline import loader_rate
+from mobilekit.data.dataset import FaceDataset, detection_collate
+from mobilekit.data.synth import make_synthetic_dataset
+cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (1500, 1500))
+data = make_synthetic_dataset(Path({str(tmp_path / "synth")!r}), 8, seed=0, imgsz=128)
+print(loader_rate(FaceDataset(data, "train", 128, augment=True), detection_collate, 1, 2, 2)["images"])
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.split()[-1] == "4", proc.stderr[-2000:]

@@ -67,11 +67,10 @@ def _seed_everything(seed: int) -> None:
 
 
 def worker_init(worker_id: int) -> None:
-    """A DataLoader worker: Python and NumPy seeded from its torch seed; OpenCV on one thread (N workers
-    with a thread pool each would oversubscribe the cores; results are the same)."""
-    import cv2
+    """A DataLoader worker: Python and NumPy seeded from its torch seed.
 
-    cv2.setNumThreads(1)
+    OpenCV's thread count is left alone: ``cv2.setNumThreads`` in a forked worker waits forever for the
+    parent's pool threads once the parent has used OpenCV (they do not exist in the child)."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
