@@ -87,6 +87,47 @@ class YoloAnchorConfig:
 
 
 @dataclass(frozen=True)
+class SsdAnchorConfig:
+    """MediaPipe's SSD anchors (``SsdAnchorsCalculator`` with ``fixed_anchor_size: true``).
+
+    One layer per entry of ``strides``; consecutive layers with the same stride share one feature map
+    of ``ceil(H / stride) x ceil(W / stride)`` cells. Each layer puts ``len(aspect_ratios)`` anchors in
+    a cell, plus one when ``interpolated_scale_aspect_ratio > 0``. An anchor is the cell centre
+    ``((col + offset) / cols, (row + offset) / rows)`` with width = height = 1 (fixed size: the network
+    regresses sizes in input pixels). Rows are ordered stride group -> row -> column -> anchor.
+    """
+
+    strides: tuple[int, ...]
+    aspect_ratios: tuple[float, ...] = (1.0,)
+    interpolated_scale_aspect_ratio: float = 1.0
+    anchor_offset: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.strides or min(self.strides) < 1:
+            raise ValueError(f"SSD anchor strides must be positive, got {self.strides}")
+
+    @property
+    def anchors_per_layer(self) -> int:
+        return len(self.aspect_ratios) + (1 if self.interpolated_scale_aspect_ratio > 0 else 0)
+
+    def to_dict(self) -> dict:
+        return {
+            "type": "mediapipe_ssd_anchors",
+            "strides": list(self.strides),
+            "aspect_ratios": list(self.aspect_ratios),
+            "interpolated_scale_aspect_ratio": self.interpolated_scale_aspect_ratio,
+            "anchor_offset": self.anchor_offset,
+            "fixed_anchor_size": True,
+            "order": "stride group -> row -> column -> anchor",
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SsdAnchorConfig":
+        """Inverse of :meth:`to_dict`."""
+        return cls(tuple(d["strides"]), tuple(d["aspect_ratios"]), float(d["interpolated_scale_aspect_ratio"]), float(d["anchor_offset"]))
+
+
+@dataclass(frozen=True)
 class DeployConfig:
     """What a model expects as input and how its outputs become detections.
 
@@ -110,12 +151,14 @@ class DeployConfig:
     nms_iou: float = 0.4
     max_stride: int = 32
     yolo_anchors: YoloAnchorConfig | None = None  # grid anchors of decoder "yolo"
+    ssd_anchors: SsdAnchorConfig | None = None  # MediaPipe anchors of decoder "blazeface"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
         d["priors"] = self.priors.to_dict()
         d["yolo_anchors"] = self.yolo_anchors.to_dict() if self.yolo_anchors is not None else None
+        d["ssd_anchors"] = self.ssd_anchors.to_dict() if self.ssd_anchors is not None else None
         d["output_names"] = list(self.output_names)
         return d
 
@@ -128,6 +171,7 @@ class DeployConfig:
                 fields[key] = tuple(fields[key])
         fields["priors"] = PriorConfig.from_dict(d["priors"])
         fields["yolo_anchors"] = YoloAnchorConfig.from_dict(d["yolo_anchors"]) if d.get("yolo_anchors") else None
+        fields["ssd_anchors"] = SsdAnchorConfig.from_dict(d["ssd_anchors"]) if d.get("ssd_anchors") else None
         return cls(**fields)
 
 
