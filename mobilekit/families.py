@@ -43,6 +43,7 @@ class DetectorFamily:
     distillation: ClassVar[bool] = False  # whether a student of this family can learn from a RetinaFace-style teacher
     parity: ClassVar[ParityTolerance] = ParityTolerance()
     keypoint_names: ClassVar[tuple[str, ...]] = LANDMARK_NAMES  # in output order; a model has the first num_landmarks
+    native_input_only: ClassVar[bool] = False  # whether images go to the model's deploy.input_size unless a size is given
 
     def postprocess(self, deploy: DeployConfig, **overrides) -> PostprocessConfig:
         """Evaluation decode settings for ``deploy`` (score >= ``eval_score_threshold``, the model's
@@ -194,7 +195,68 @@ class YoloFamily(DetectorFamily):
         return deploy.yolo_anchors
 
 
-FAMILIES: dict[str, DetectorFamily] = {family.name: family for family in (RetinaFaceFamily(), YoloFamily())}
+class BlazeFaceFamily(DetectorFamily):
+    """MediaPipe's BlazeFace: SSD anchors of fixed size, regressions in input pixels relative to the anchor
+    centre, sigmoid scores clipped at +-100, weighted NMS (:mod:`mobilekit.blazeface_decode`)."""
+
+    name = "blazeface"
+    augmentation = "letterbox"
+    nms_offset = 0.0  # normalised-coordinate IoU, no +1
+    output_meanings = {
+        "regressors": "per anchor: box centre x, y (offsets from the anchor centre), width, height, then 6 keypoints x, y "
+        "(offsets from the anchor centre); input pixels",
+        "classificators": "per anchor: face score logit (MediaPipe: sigmoid after clipping to [-100, 100])",
+    }
+    # MediaPipe's FaceKeyPoint order; "right" is the person's right (the image's left on an unmirrored photo).
+    keypoint_names = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
+    native_input_only = True  # anchors and training are for the model's own input size
+
+    def postprocess(self, deploy, **overrides):
+        """MediaPipe's decode: score >= the model's ``min_score_thresh`` (``deploy.score_threshold``: it also
+        decides which boxes the weighted NMS blends, so evaluation uses it too), weighted NMS at ``nms_iou``."""
+        base = PostprocessConfig(conf_threshold=deploy.score_threshold, nms_iou=deploy.nms_iou, nms_offset=self.nms_offset)
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def decode(self, deploy, outputs, input_hw, cfg):
+        from mobilekit.blazeface_decode import blazeface_detections, ssd_anchors
+
+        anchors = ssd_anchors(self._anchors(deploy), input_hw)
+        return blazeface_detections(outputs["regressors"], outputs["classificators"], anchors, input_hw, cfg)
+
+    def anchors(self, deploy):
+        return self._anchors(deploy).to_dict()
+
+    def anchors_document(self, deploy, input_hw):
+        from mobilekit.blazeface_decode import ssd_anchors
+
+        height, width = input_hw
+        anchors = ssd_anchors(self._anchors(deploy), input_hw)
+        return {
+            "layout": "cx,cy,w,h",
+            "normalized": True,
+            "input_size": [height, width],
+            "order": "stride group -> row -> column -> anchor (output-row order)",
+            **{k: v for k, v in self._anchors(deploy).to_dict().items() if k not in ("type", "order")},
+            "decode": "x = regressor / input_width * anchor_w + anchor_cx (centres and keypoints), w = regressor / input_width * anchor_w; "
+            "likewise y with the height; normalised, times the input size for pixels",
+            "count": int(len(anchors)),
+            "anchors": [[float(v) for v in row] for row in anchors],
+        }
+
+    def output_columns(self, name, deploy):
+        return {
+            "regressors": ["cx_offset", "cy_offset", "w", "h", *[f"{p}_offset" for p in self.keypoint_columns(deploy)]],
+            "classificators": ["face_logit"],
+        }.get(name, [])
+
+    @staticmethod
+    def _anchors(deploy: DeployConfig):
+        if deploy.ssd_anchors is None:
+            raise ValueError(f"{deploy.name} is a 'blazeface' model but its deployment config has no ssd_anchors")
+        return deploy.ssd_anchors
+
+
+FAMILIES: dict[str, DetectorFamily] = {family.name: family for family in (RetinaFaceFamily(), YoloFamily(), BlazeFaceFamily())}
 
 
 def family_of(deploy: DeployConfig) -> DetectorFamily:

@@ -92,11 +92,15 @@ class TfliteGraph:
             self.op_names.append(op_names[max(code.builtinCode, code.deprecatedBuiltinCode)])
         self.producer = {int(out): k for k, op in enumerate(self.graph.operators) for out in op.outputs}
 
-    def constant(self, index: int) -> np.ndarray:
-        """Tensor ``index`` as float32, following ``DEQUANTIZE`` / ``DENSIFY`` back to the stored bytes."""
+    def stored_tensor(self, index: int):
+        """The tensor whose buffer holds the value of tensor ``index`` (back through ``DEQUANTIZE`` / ``DENSIFY``)."""
         while index in self.producer and self.op_names[self.producer[index]] in _PASS_THROUGH_OPS:
             index = int(self.graph.operators[self.producer[index]].inputs[0])
-        tensor = self.graph.tensors[index]
+        return self.graph.tensors[index]
+
+    def constant(self, index: int) -> np.ndarray:
+        """Tensor ``index`` as float32, decoded from its stored bytes (float16 widened, sparse densified)."""
+        tensor = self.stored_tensor(index)
         buffer = self.model.buffers[tensor.buffer]
         if buffer.data is None or len(buffer.data) == 0:
             raise MobilekitError(f"{self.path.name}: tensor {tensor.name.decode()} is not a constant")

@@ -1,0 +1,185 @@
+"""BlazeFace: the PyTorch models with Google's weights compute what Google's .tflite files compute, and
+decode as MediaPipe does (anchors, sigmoid clipping, weighted NMS, 6 named keypoints)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mobilekit.blazeface_decode import blazeface_detections, ssd_anchors
+from mobilekit.checkpoint import atomic_save, load_weights
+from mobilekit.config import SsdAnchorConfig
+from mobilekit.errors import MobilekitError
+from mobilekit.families import family_of
+from mobilekit.image_io import read_image, resize_to_input, to_nchw
+from mobilekit.inference import detect_image, load_model, run_model
+from mobilekit.models import create_model
+from mobilekit.models.tflite_weights import TfliteGraph
+from mobilekit.nms import weighted_nms
+from mobilekit.postprocess import PostprocessConfig
+from tests.reference_checks import assert_folding_is_exact
+
+GOOGLE_FILES = {"blazeface_short": "face_detection_short_range.tflite", "blazeface_full": "face_detection_full_range_sparse.tflite"}
+PHOTOS = ("two_people_720x1280.jpg", "group_768x1024.jpg", "crowd_624x1024.jpg")
+
+
+def google_file(shared, name):
+    return shared / "weights" / GOOGLE_FILES[name]
+
+
+def google_interpreter(path, **kwargs):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES, **kwargs)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def run_google(interpreter, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Google's file on an RGB uint8 image at its input size, fed as MediaPipe feeds it (RGB / 127.5 - 1);
+    returns (regressors [1, N, 16], classificators [1, N, 1])."""
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], (image.astype(np.float32) / 127.5 - 1.0)[None])
+    interpreter.invoke()
+    outputs = {o["shape"][-1]: interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()}
+    return outputs[16], outputs[1]
+
+
+@pytest.fixture(scope="module", params=sorted(GOOGLE_FILES))
+def blazeface(request, shared):
+    return load_model(request.param, google_file(shared, request.param))
+
+
+def model_inputs(model, shared):
+    return [resize_to_input(read_image(shared / "images" / p), model.deploy.input_size, "letterbox")[0] for p in PHOTOS]
+
+
+def test_sparse_weights_are_densified_like_litert(shared):
+    """Every convolution constant of the sparse full-range file (DENSIFY + DEQUANTIZE in the graph) equals
+    the tensor LiteRT computes from it."""
+    path = google_file(shared, "blazeface_full")
+    graph = TfliteGraph(path)
+    interpreter = google_interpreter(path, experimental_preserve_all_tensors=True)
+    run_google(interpreter, np.zeros((192, 192, 3), np.uint8))
+    sparse = 0
+    for op, op_name in zip(graph.graph.operators, graph.op_names):
+        if op_name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            for index in op.inputs[1:3]:
+                np.testing.assert_array_equal(graph.constant(int(index)), interpreter.get_tensor(int(index)))
+            sparse += graph.stored_tensor(int(op.inputs[1])).sparsity is not None
+    assert sparse == 46  # one per DENSIFY op of the file: sparse kernels were really decoded
+
+
+def test_pytorch_equals_google_raw_outputs(blazeface, shared):
+    """float32 within 1e-3 (px / logit) of Google's file on real photos; float64 within the float32 rounding
+    of the network itself (PyTorch float32 and float64 differ by up to ~8e-3 on these photos)."""
+    interpreter = google_interpreter(google_file(shared, blazeface.deploy.name))
+    model64 = load_model(blazeface.deploy.name, google_file(shared, blazeface.deploy.name)).double()
+    for image in model_inputs(blazeface, shared):
+        regressors, logits = run_google(interpreter, image)
+        ours = run_model(blazeface, to_nchw(image))
+        ours64 = run_model(model64, to_nchw(image))
+        assert ours["regressors"].shape == regressors.shape and ours["classificators"].shape == logits.shape
+        assert np.abs(ours["regressors"].numpy() - regressors).max() <= 1e-3
+        assert np.abs(ours["classificators"].numpy() - logits).max() <= 1e-3
+        assert np.abs(ours64["regressors"].numpy() - regressors).max() <= 2e-2
+        assert np.abs(ours64["classificators"].numpy() - logits).max() <= 2e-2
+
+
+def test_pth_saved_from_it_loads_strictly(blazeface, tmp_path):
+    atomic_save(blazeface.state_dict(), tmp_path / "blazeface.pth")
+    model = create_model(blazeface.deploy.name)
+    assert load_weights(model, tmp_path / "blazeface.pth").ok
+    x = torch.rand(1, 3, *blazeface.deploy.input_size) * 255
+    with torch.no_grad():
+        for a, b in zip(blazeface.eval()(x), model.eval()(x)):
+            assert torch.equal(a, b)
+
+
+def test_folding_the_input_scaling_is_exact(blazeface):
+    assert_folding_is_exact(blazeface)
+
+
+def test_the_other_models_file_is_rejected_with_its_name(shared):
+    with pytest.raises(MobilekitError, match="face_detection_short_range.tflite"):
+        load_model("blazeface_full", google_file(shared, "blazeface_short"))
+
+
+def test_mediapipe_anchor_layout():
+    short = ssd_anchors(SsdAnchorConfig(strides=(8, 16, 16, 16), interpolated_scale_aspect_ratio=1.0), (128, 128))
+    full = ssd_anchors(SsdAnchorConfig(strides=(4,), interpolated_scale_aspect_ratio=0.0), (192, 192))
+    assert short.shape == (896, 4) and full.shape == (2304, 4)
+    np.testing.assert_array_equal(short[:4], [[1 / 32, 1 / 32, 1, 1]] * 2 + [[3 / 32, 1 / 32, 1, 1]] * 2)  # 2 per 16x16 cell
+    np.testing.assert_array_equal(short[512:519], [[1 / 16, 1 / 16, 1, 1]] * 6 + [[3 / 16, 1 / 16, 1, 1]])  # 3 layers x 2 per 8x8 cell
+    np.testing.assert_allclose(full[[0, 1, 48, 2303]], [[1 / 96, 1 / 96, 1, 1], [3 / 96, 1 / 96, 1, 1], [1 / 96, 3 / 96, 1, 1], [95 / 96, 95 / 96, 1, 1]], rtol=1e-7)
+
+
+def test_weighted_nms_blends_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10.5]], np.float32)
+    scores = np.array([0.9, 0.6, 0.8, 0.3], np.float32)
+    points = np.arange(8, dtype=np.float32).reshape(4, 2)
+    out_boxes, out_scores, out_points = weighted_nms(boxes, scores, points, 0.3)
+    cluster = np.array([0, 1, 3])
+    expected = (boxes[cluster] * scores[cluster, None]).sum(0) / scores[cluster].sum()
+    np.testing.assert_allclose(out_boxes, [expected, boxes[2]], rtol=1e-6)
+    np.testing.assert_array_equal(out_scores, scores[[0, 2]])  # the best box's score, not a blend
+    np.testing.assert_allclose(out_points[0], (points[cluster] * scores[cluster, None]).sum(0) / scores[cluster].sum(), rtol=1e-6)
+    torch_out = weighted_nms(*(torch.from_numpy(a) for a in (boxes, scores, points)), 0.3)
+    for a, b in zip(torch_out, (out_boxes, out_scores, out_points)):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-6)
+
+
+def test_decode_numpy_equals_torch_and_clips_scores(blazeface, shared):
+    image = model_inputs(blazeface, shared)[1]
+    outputs = {k: v[0] for k, v in run_model(blazeface, to_nchw(image)).items()}
+    anchors = ssd_anchors(blazeface.deploy.ssd_anchors, blazeface.deploy.input_size)
+    cfg = family_of(blazeface.deploy).postprocess(blazeface.deploy)
+    a = blazeface_detections(outputs["regressors"], outputs["classificators"], anchors, blazeface.deploy.input_size, cfg)
+    b = blazeface_detections(outputs["regressors"].numpy(), outputs["classificators"].numpy(), anchors, blazeface.deploy.input_size, cfg)
+    assert len(a) == len(b) >= 5
+    for x, y in zip((a.boxes, a.scores, a.landmarks), (b.boxes, b.scores, b.landmarks)):
+        np.testing.assert_allclose(x.numpy(), y, atol=1e-4)
+    logits = np.full((len(anchors), 1), -1000.0, np.float32)
+    logits[0] = 1000.0  # clipped to 100 first: sigmoid(100) == 1.0 in float32, not a NaN/overflow path
+    one = blazeface_detections(np.zeros((len(anchors), 16), np.float32), logits, anchors, blazeface.deploy.input_size, cfg)
+    assert len(one) == 1 and float(one.scores[0]) == 1.0
+
+
+def test_family_declares_mediapipe_defaults_and_keypoints(blazeface):
+    family = family_of(blazeface.deploy)
+    post = family.postprocess(blazeface.deploy)
+    expected_score = {"blazeface_short": 0.5, "blazeface_full": 0.6}[blazeface.deploy.name]
+    assert (post.conf_threshold, post.nms_iou) == (expected_score, 0.3)
+    assert family.keypoints(blazeface.deploy) == ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
+    assert len(family.output_columns("regressors", blazeface.deploy)) == 16
+
+
+def test_faces_on_the_group_photo(blazeface, shared):
+    """MediaPipe's defaults find the children's faces (6 short range, 8 full range); the person's right eye is
+    on the image's left and both eyes lie above the mouth, inside the box."""
+    image = read_image(shared / "images" / "group_768x1024.jpg")
+    faces = detect_image(blazeface, image)
+    assert len(faces) == {"blazeface_short": 6, "blazeface_full": 8}[blazeface.deploy.name]
+    assert (faces.scores >= family_of(blazeface.deploy).postprocess(blazeface.deploy).conf_threshold).all()
+    for box, points in zip(faces.boxes, faces.landmarks.reshape(-1, 6, 2)):
+        right_eye, left_eye, nose, mouth = points[:4]
+        assert right_eye[0] < nose[0] < left_eye[0]
+        assert max(right_eye[1], left_eye[1]) < mouth[1]
+        assert box[0] <= nose[0] <= box[2] and box[1] <= nose[1] <= box[3]
+        assert 40 <= box[2] - box[0] <= 200
+
+
+def test_predict_cli_with_googles_file(shared, tmp_path):
+    out = tmp_path / "faces.json"
+    args = ["predict", str(shared / "images" / "two_people_720x1280.jpg"), "--model", "blazeface_full", "--weights", str(google_file(shared, "blazeface_full")), "--json", str(out)]
+    result = subprocess.run([sys.executable, "-m", "mobilekit", *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    faces = json.loads(out.read_text())[0]["faces"]
+    # Full range at MediaPipe's 0.6 finds the right-hand man's face (the shouting profile on the left scores 0.58).
+    assert len(faces) == 1 and faces[0]["score"] > 0.8 and len(faces[0]["landmarks_xy"]) == 12
+    x1, y1, x2, y2 = faces[0]["box_xyxy"]
+    assert 880 < x1 < x2 < 1100 and 90 < y1 < y2 < 300
