@@ -243,7 +243,7 @@ def blazeface_deploy_config(variant: str) -> DeployConfig:
         std=(127.5, 127.5, 127.5),
         output_names=("regressors", "classificators"),
         decoder="blazeface",
-        resize="letterbox",
+        resize="letterbox_mediapipe",
         pad_value=0.0,  # MediaPipe's BORDER_ZERO: black pixels, -1 after scaling
         num_landmarks=NUM_KEYPOINTS,
         score_threshold=spec["min_score"],

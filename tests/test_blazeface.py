@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from mobilekit.box_coder import box_iou
 from mobilekit.blazeface_decode import blazeface_detections, ssd_anchors
 from mobilekit.checkpoint import atomic_save, load_weights
 from mobilekit.config import SsdAnchorConfig
@@ -55,7 +57,7 @@ def blazeface(request, shared):
 
 
 def model_inputs(model, shared):
-    return [resize_to_input(read_image(shared / "images" / p), model.deploy.input_size, "letterbox")[0] for p in PHOTOS]
+    return [resize_to_input(read_image(shared / "images" / p), model.deploy.input_size, model.deploy.resize)[0] for p in PHOTOS]
 
 
 def test_sparse_weights_are_densified_like_litert(shared):
@@ -75,8 +77,10 @@ def test_sparse_weights_are_densified_like_litert(shared):
 
 
 def test_pytorch_equals_google_raw_outputs(blazeface, shared):
-    """float32 within 1e-3 (px / logit) of Google's file on real photos; float64 within the float32 rounding
-    of the network itself (PyTorch float32 and float64 differ by up to ~8e-3 on these photos)."""
+    """float32: within 1e-3 (px / logit) of Google's file on real photos, plus 2e-5 of the value for the
+    hopeless anchors whose regressors reach hundreds of pixels (logits near -600: ~70 float32 ulps).
+    float64: within the float32 rounding of Google's own file (PyTorch float32 and float64 differ by up to
+    ~8e-3 on these photos)."""
     interpreter = google_interpreter(google_file(shared, blazeface.deploy.name))
     model64 = load_model(blazeface.deploy.name, google_file(shared, blazeface.deploy.name)).double()
     for image in model_inputs(blazeface, shared):
@@ -84,10 +88,10 @@ def test_pytorch_equals_google_raw_outputs(blazeface, shared):
         ours = run_model(blazeface, to_nchw(image))
         ours64 = run_model(model64, to_nchw(image))
         assert ours["regressors"].shape == regressors.shape and ours["classificators"].shape == logits.shape
-        assert np.abs(ours["regressors"].numpy() - regressors).max() <= 1e-3
-        assert np.abs(ours["classificators"].numpy() - logits).max() <= 1e-3
-        assert np.abs(ours64["regressors"].numpy() - regressors).max() <= 2e-2
-        assert np.abs(ours64["classificators"].numpy() - logits).max() <= 2e-2
+        np.testing.assert_allclose(ours["regressors"].numpy(), regressors, atol=1e-3, rtol=2e-5)
+        np.testing.assert_allclose(ours["classificators"].numpy(), logits, atol=1e-3, rtol=2e-5)
+        np.testing.assert_allclose(ours64["regressors"].numpy(), regressors, atol=1e-2, rtol=1e-4)
+        np.testing.assert_allclose(ours64["classificators"].numpy(), logits, atol=1e-2, rtol=1e-4)
 
 
 def test_pth_saved_from_it_loads_strictly(blazeface, tmp_path):
@@ -158,19 +162,41 @@ def test_family_declares_mediapipe_defaults_and_keypoints(blazeface):
     assert len(family.output_columns("regressors", blazeface.deploy)) == 16
 
 
-def test_faces_on_the_group_photo(blazeface, shared):
-    """MediaPipe's defaults find the children's faces (6 short range, 8 full range); the person's right eye is
-    on the image's left and both eyes lie above the mouth, inside the box."""
-    image = read_image(shared / "images" / "group_768x1024.jpg")
-    faces = detect_image(blazeface, image)
-    assert len(faces) == {"blazeface_short": 6, "blazeface_full": 8}[blazeface.deploy.name]
-    assert (faces.scores >= family_of(blazeface.deploy).postprocess(blazeface.deploy).conf_threshold).all()
+# What MediaPipe 0.10.14 itself finds with these files (tests/data/make_mediapipe_reference.py). Short range:
+# identical. Full range: MediaPipe runs the file through its own XNNPACK build, whose scores differ from
+# LiteRT's (and ours) by up to 4e-3 and boxes by 0.25 px; the faces are the same.
+MEDIAPIPE_TOLERANCE = {"blazeface_short": dict(iou=0.9999, score=1e-4, px=0.01), "blazeface_full": dict(iou=0.99, score=5e-3, px=0.6)}
+
+
+def test_same_faces_as_mediapipe(blazeface, shared):
+    reference = json.loads((Path(__file__).parent / "data" / "mediapipe_face_detection.json").read_text())["models"][blazeface.deploy.name]
+    tol = MEDIAPIPE_TOLERANCE[blazeface.deploy.name]
+    total = 0
+    for photo, faces in reference.items():
+        found = detect_image(blazeface, read_image(shared / "images" / photo))
+        assert len(found) == len(faces), photo
+        if not faces:
+            continue
+        total += len(faces)
+        ref_boxes = np.array([f["box_xyxy"] for f in faces])
+        iou = box_iou(ref_boxes, found.boxes.astype(np.float64))
+        match = iou.argmax(1)
+        assert sorted(match.tolist()) == list(range(len(faces))) and iou.max(1).min() >= tol["iou"], photo
+        np.testing.assert_allclose(found.scores[match], [f["score"] for f in faces], atol=tol["score"])
+        np.testing.assert_allclose(found.landmarks[match], [f["landmarks_xy"] for f in faces], atol=tol["px"])
+    assert total == {"blazeface_short": 5, "blazeface_full": 20}[blazeface.deploy.name]
+
+
+def test_keypoints_are_in_mediapipes_order(blazeface, shared):
+    """On the group photo (unmirrored, frontal faces) the person's right eye is on the image's left, both
+    eyes above the mouth, the nose inside the box."""
+    faces = detect_image(blazeface, read_image(shared / "images" / "group_768x1024.jpg"))
+    assert len(faces) >= 5
     for box, points in zip(faces.boxes, faces.landmarks.reshape(-1, 6, 2)):
         right_eye, left_eye, nose, mouth = points[:4]
         assert right_eye[0] < nose[0] < left_eye[0]
         assert max(right_eye[1], left_eye[1]) < mouth[1]
         assert box[0] <= nose[0] <= box[2] and box[1] <= nose[1] <= box[3]
-        assert 40 <= box[2] - box[0] <= 200
 
 
 def test_predict_cli_with_googles_file(shared, tmp_path):
@@ -179,7 +205,7 @@ def test_predict_cli_with_googles_file(shared, tmp_path):
     result = subprocess.run([sys.executable, "-m", "mobilekit", *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     faces = json.loads(out.read_text())[0]["faces"]
-    # Full range at MediaPipe's 0.6 finds the right-hand man's face (the shouting profile on the left scores 0.58).
+    # Full range at MediaPipe's 0.6 finds the right-hand man's face (the shouting profile on the left scores ~0.58).
     assert len(faces) == 1 and faces[0]["score"] > 0.8 and len(faces[0]["landmarks_xy"]) == 12
     x1, y1, x2, y2 = faces[0]["box_xyxy"]
     assert 880 < x1 < x2 < 1100 and 90 < y1 < y2 < 300
