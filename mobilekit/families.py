@@ -210,6 +210,9 @@ class BlazeFaceFamily(DetectorFamily):
     # MediaPipe's FaceKeyPoint order; "right" is the person's right (the image's left on an unmirrored photo).
     keypoint_names = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
     native_input_only = True  # anchors and training are for the model's own input size
+    # Regressors reach hundreds of pixels on hopeless anchors: float32 (Google's own file included, 8e-3)
+    # lands up to ~1e-2 from the float64 reference. A conversion bug moves outputs by 1 or more.
+    parity = ParityTolerance(fp32_max_abs=1e-2)
 
     def postprocess(self, deploy, **overrides):
         """MediaPipe's decode: score >= the model's ``min_score_thresh`` (``deploy.score_threshold``: it also

@@ -19,7 +19,9 @@ def export(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint to export (loaded strictly)."),
     random_init: bool = typer.Option(False, "--random-init", help="No weights: export a randomly initialised model (tests only; labelled in the metadata)."),
     seed: int = typer.Option(0, "--seed", help="Seed for --random-init."),
-    imgsz: str = typer.Option("640", "--imgsz", callback=check_size, help="Input size N or H,W (multiples of the model's max stride)."),
+    imgsz: Optional[str] = typer.Option(
+        None, "--imgsz", callback=check_size, help="Input size N or H,W (multiples of the model's max stride; default: the model's own, 640 for most, 128/192 for BlazeFace)."
+    ),
     onnx: bool = typer.Option(False, "--onnx", help="Write the ONNX file."),
     simplify: bool = typer.Option(False, "--simplify", help="Write the onnxsim-simplified ONNX file."),
     tflite: bool = typer.Option(False, "--tflite", help="Write TFLite fp32 and fp16 (implies the ONNX steps)."),
@@ -49,10 +51,10 @@ def export(
         raise MobilekitError("--weights and --random-init exclude each other")
     if weights is None and not random_init:
         raise MobilekitError(f"no weights for {name}: pass --weights PATH (or --random-init for a test export)")
-    size = parse_size(imgsz)
     if calib_images is not None and not int8:
         raise MobilekitError("--calib-images is only used with --int8")
     model = build_source_model(name, weights, seed if random_init else None)
+    size = parse_size(imgsz) or model.deploy.input_size
     formats = resolve_formats(onnx, simplify, tflite, fp16, int8)
     console = Console()
     console.print(f"exporting {name} at {size[0]}x{size[1]}: {', '.join(formats)} -> {out}")
