@@ -103,17 +103,13 @@ def mediapipe_letterbox(image: np.ndarray, size: tuple[int, int], pad_value: flo
     image at ``(x - pad) / scale`` (no half-pixel shift, unlike ``cv2.resize``) and the pads are fractional."""
     h, w = image.shape[:2]
     out_h, out_w = size
-    roi_w, roi_h = float(w), float(h)
-    if out_h / out_w > h / w:
-        roi_h = w * out_h / out_w
-    else:
-        roi_w = h * out_w / out_h
+    scale = min(out_h / h, out_w / w)
+    roi_w, roi_h = out_w / scale, out_h / scale  # the region of the input's aspect ratio around the image
     corners = cv2.boxPoints(((w / 2, h / 2), (roi_w, roi_h), 0.0))  # bottom-left, top-left, top-right, bottom-right
     target = np.array([[0, out_h], [0, 0], [out_w, 0], [out_w, out_h]], dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(corners.astype(np.float32), target)
     warped = cv2.warpPerspective(image, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(pad_value,) * 3)
-    scale = out_w / roi_w
-    return warped, InputTransform(scale, out_h / roi_h, (roi_w - w) / 2 * scale, (roi_h - h) / 2 * out_h / roi_h)
+    return warped, InputTransform(scale, scale, (out_w - w * scale) / 2, (out_h - h * scale) / 2)
 
 
 def to_nchw(image: np.ndarray) -> np.ndarray:

@@ -3,6 +3,8 @@ computes what Google's file computes, finds the same faces, and passes ``mobilek
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -53,3 +55,36 @@ def test_parity_passes(blazeface_export, shared):
     assert report["passed"], [(a["file"], a["verdict"]) for a in report["artefacts"]]
     assert {a["variant"] for a in report["artefacts"]} == {"onnx", "onnx_sim", "fp32"}
     assert sum(a["faces"]["faces"] for a in report["artefacts"]) > 0
+
+
+def test_flutter_package_alone_finds_mediapipes_faces(blazeface_export, shared, tmp_path):
+    """The packaged folder (model.tflite, anchors.json, model_meta.json) decoded by the NumPy mirror of the
+    Dart decoder finds, on the shared photos, the faces MediaPipe itself finds (in photo pixels), and its
+    golden detections are what that decoder gives on the golden outputs."""
+    import json
+
+    from mobilekit.flutter import reference_decoder as ref
+    from mobilekit.flutter.package import package_export
+    from tests.test_blazeface import MEDIAPIPE_TOLERANCE
+    from tests.test_package import load_package
+
+    model, export_dir, _ = blazeface_export
+    folder = package_export(export_dir, tmp_path / "package", "fp32")
+    meta, anchors, settings, runtime = load_package(folder)
+    assert meta["decoder"]["kind"] == "blazeface" and len(anchors) == {"blazeface_short": 896, "blazeface_full": 2304}[model.deploy.name]
+    assert meta["landmark_order"] == ["right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion"]
+    golden = {name: np.load(folder / rel) for name, rel in meta["golden"]["outputs"].items()}
+    expected = json.loads((folder / "golden" / "expected_detections.json").read_text())["faces"]
+    assert expected == ref.detect(golden, anchors, settings).to_json() and len(expected) >= 5
+    reference = json.loads((Path(__file__).parent / "data" / "mediapipe_face_detection.json").read_text())
+    tol = MEDIAPIPE_TOLERANCE[model.deploy.name]
+    resize = meta["input"]["resize"]
+    for photo, faces in reference["models"][model.deploy.name].items():
+        image = read_image(shared / "images" / photo)
+        height, width = meta["input"]["shape"][1:3]
+        transform = ref.letterbox_transform(image.shape[:2], (height, width), resize["mode"])
+        found = ref.undo_letterbox(ref.detect(runtime.run(resize_to_input(image, (height, width), resize["mode"], resize["pad_value"])[0][None]), anchors, settings).numpy(), transform)
+        assert len(found) == len(faces), photo
+        if faces:
+            iou = box_iou(np.array([f["box_xyxy"] for f in faces]), found.boxes.astype(np.float64))
+            assert iou.max(1).min() >= tol["iou"], photo
