@@ -36,6 +36,7 @@ class TrainCase:
     threads: int = 1
     amp: bool = False
     channels_last: bool = False
+    compile: bool = False  # torch.compile the model; its compilation time is the first warm-up step's
 
 
 def synthetic_batch(batch: int, imgsz: int, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -60,6 +61,7 @@ def measure_training(case: TrainCase, steps: int = 3, warmup: int = 1) -> dict:
     memory_format = torch.channels_last if case.channels_last else torch.contiguous_format
     torch.manual_seed(0)
     model = create_model(case.model).train().to(device, memory_format=memory_format)
+    forward = torch.compile(model) if case.compile else model
     criterion = build_criterion(model, (case.imgsz, case.imgsz))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -69,23 +71,25 @@ def measure_training(case: TrainCase, steps: int = 3, warmup: int = 1) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    samples, loss = [], torch.zeros(())
+    samples, loss, first_step_s = [], torch.zeros(()), 0.0
     for step in range(warmup + steps):
         sync()
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            loss, _ = criterion(model(images), targets)
+            loss, _ = criterion(forward(images), targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         sync()
+        if step == 0:
+            first_step_s = time.perf_counter() - start
         if step >= warmup:
             samples.append((time.perf_counter() - start) * 1e3)
     if not torch.isfinite(loss):
         raise MobilekitError(f"{case.model}: the training loss is {loss.item()} (not finite)")
     stats = LatencyStats.from_samples(samples)
-    row = {**asdict(case), "status": "ok", "images_per_s": case.batch * 1e3 / stats.mean_ms, "step_ms": stats.to_dict(), "loss": float(loss)}
+    row = {**asdict(case), "status": "ok", "images_per_s": case.batch * 1e3 / stats.mean_ms, "step_ms": stats.to_dict(), "loss": float(loss), "first_step_s": first_step_s}
     row["amp_dtype"] = str(amp_dtype).replace("torch.", "") if amp_dtype else None
     if device.type == "cuda":
         row["memory"] = {"peak_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1), "method": "torch.cuda.max_memory_allocated"}

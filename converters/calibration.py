@@ -15,8 +15,8 @@ class CalibrationError(MobilekitError):
     """A calibration folder that cannot be used."""
 
 
-def load_calibration_images(folder: str | Path, deploy: DeployConfig, input_hw: tuple[int, int], count: int = 200) -> np.ndarray:
-    """Up to ``count`` images of ``folder`` as raw RGB 0-255 float32 ``[N, H, W, 3]`` (the TFLite input contract)."""
+def calibration_paths(folder: str | Path, count: int = 200) -> list[Path]:
+    """The first ``count`` images of ``folder`` (sorted): the photos an int8 file is calibrated on."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CalibrationError(f"calibration folder not found: {folder}")
@@ -25,6 +25,11 @@ def load_calibration_images(folder: str | Path, deploy: DeployConfig, input_hw: 
     paths = list_images(folder)[:count]
     if not paths:
         raise CalibrationError(f"calibration folder {folder} contains no images")
+    return paths
+
+
+def load_calibration_images(paths: list[Path], deploy: DeployConfig, input_hw: tuple[int, int]) -> np.ndarray:
+    """``paths`` as raw RGB 0-255 float32 ``[N, H, W, 3]`` (the TFLite input contract)."""
     images = [resize_to_input(read_image(p), input_hw, deploy.resize, deploy.pad_value)[0] for p in paths]
     return np.stack(images).astype(np.float32)
 

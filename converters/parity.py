@@ -13,17 +13,19 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.box_coder import box_iou
-from mobilekit.converters.metadata import find_artefacts
+from mobilekit.converters.metadata import find_artefacts, sha256_file
 from mobilekit.converters.model_source import rebuild_source_model
 from mobilekit.converters.runtimes import TorchRuntime, open_runtime
+from mobilekit.converters.tflite_child import IsolatedRun, run_isolated
 from mobilekit.converters.variants import VARIANT
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import list_images, read_image, resize_to_input
 from mobilekit.families import ParityTolerance, decode_outputs, family_of
 from mobilekit.postprocess import Detections
 
-FACE_SCORE = 0.5
-MATCH_IOU = 0.5
+FACE_SCORE = 0.5  # a face an app shows
+KEEP_SCORE = 0.3  # the margin: a face still counts as found when the other side scores it this high
+DIAGNOSTIC_IOU = 0.5  # the old, lenient matching against every decoded detection (diagnostic only)
 
 
 def tensor_metrics(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
@@ -37,44 +39,80 @@ def tensor_metrics(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
     }
 
 
-def match_faces(reference: Detections, test: Detections, min_score: float = FACE_SCORE, min_iou: float = MATCH_IOU) -> dict:
-    """Greedy one-to-one matching by IoU (>= ``min_iou``) of all detections; reports faces with score >= ``min_score``.
+def pair_faces(reference: Detections, test: Detections, min_iou: float) -> list[tuple[int, int, float]]:
+    """Greedy one-to-one pairs ``(reference index, test index, IoU)``, highest IoU first, IoU >= ``min_iou``."""
+    if not len(reference) or not len(test):
+        return []
+    iou = box_iou(reference.boxes.astype(np.float64), test.boxes.astype(np.float64))
+    pairs, used_ref, used_test = [], set(), set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        r, t = divmod(int(flat), iou.shape[1])
+        if iou[r, t] < min_iou:
+            break
+        if r not in used_ref and t not in used_test:
+            pairs.append((r, t, float(iou[r, t])))
+            used_ref.add(r)
+            used_test.add(t)
+    return pairs
 
-    ``ious`` holds, per reference face (score >= ``min_score``), the IoU of its match (0 when missed).
+
+def _subset(faces: Detections, keep: np.ndarray) -> Detections:
+    return Detections(faces.boxes[keep], faces.scores[keep], faces.landmarks[keep])
+
+
+def face_agreement(reference: Detections, test: Detections, match_iou: float) -> dict:
+    """What an app sees, judged with a margin.
+
+    *Recall*: reference faces (score >= :data:`FACE_SCORE`) that ``test`` detects with score >=
+    :data:`KEEP_SCORE` at IoU >= ``match_iou``. *Precision*: ``test``'s faces (score >= FACE_SCORE) that
+    the reference detects with score >= KEEP_SCORE at the same IoU. ``score_drift`` holds |score
+    difference| of every found face; ``ious`` the IoU of each reference face's match (0 when missed).
+    ``matched_any`` (diagnostic) pairs reference faces with any decoded detection at IoU >= 0.5.
     """
-    ref_strong = np.flatnonzero(reference.scores >= min_score)
-    test_strong = set(np.flatnonzero(test.scores >= min_score).tolist())
-    pairs: dict[int, int] = {}
-    if len(reference) and len(test):
-        iou = box_iou(reference.boxes.astype(np.float64), test.boxes.astype(np.float64))
-        used_test: set[int] = set()
-        for flat in np.argsort(-iou, axis=None, kind="stable"):
-            r, t = divmod(int(flat), iou.shape[1])
-            if iou[r, t] < min_iou:
-                break
-            if r not in pairs and t not in used_test:
-                pairs[r] = t
-                used_test.add(t)
-    ious, score_diffs, landmark_errors = [], [], []
-    for r in ref_strong:
-        t = pairs.get(int(r))
-        if t is None:
-            ious.append(0.0)
-            continue
-        ious.append(float(iou[r, t]))
-        score_diffs.append(abs(float(reference.scores[r]) - float(test.scores[t])))
-        points = (reference.landmarks[r] - test.landmarks[t]).reshape(-1, 2)
+    ref_strong = np.flatnonzero(reference.scores >= FACE_SCORE)
+    test_strong = np.flatnonzero(test.scores >= FACE_SCORE)
+    ref_kept = np.flatnonzero(reference.scores >= KEEP_SCORE)
+    test_kept = np.flatnonzero(test.scores >= KEEP_SCORE)
+    found = pair_faces(_subset(reference, ref_strong), _subset(test, test_kept), match_iou)
+    confirmed = pair_faces(_subset(test, test_strong), _subset(reference, ref_kept), match_iou)
+    ious = [0.0] * len(ref_strong)
+    drift, landmark_errors = [], []
+    for r, t, iou in found:
+        ri, ti = ref_strong[r], test_kept[t]
+        ious[r] = iou
+        drift.append(abs(float(reference.scores[ri]) - float(test.scores[ti])))
+        points = (reference.landmarks[ri] - test.landmarks[ti]).reshape(-1, 2)
         landmark_errors.append(float(np.linalg.norm(points, axis=1).mean()))
-    matched_ious = [v for v in ious if v > 0]
+    lenient = pair_faces(_subset(reference, ref_strong), test, DIAGNOSTIC_IOU)
     return {
         "faces": int(len(ref_strong)),
-        "matched": len(matched_ious),
+        "found": len(found),
+        "file_faces": int(len(test_strong)),
+        "confirmed": len(confirmed),
         "ious": ious,
-        "mean_iou": float(np.mean(matched_ious)) if matched_ious else None,
-        "max_score_diff": max(score_diffs) if score_diffs else None,
-        "mean_landmark_error_px": float(np.mean(landmark_errors)) if landmark_errors else None,
-        "missed": int(len(ref_strong) - len(matched_ious)),
-        "extra": len(test_strong - set(pairs.values())),
+        "score_drift": drift,
+        "landmark_errors_px": landmark_errors,
+        "matched_any": len(lenient),
+    }
+
+
+def summarize_faces(per_image: list[dict]) -> dict:
+    """Counts over images, with recall, precision, score drift (median, max) and landmark error."""
+    total = {key: sum(img[key] for img in per_image) for key in ("faces", "found", "file_faces", "confirmed", "matched_any")}
+    ious = [v for img in per_image for v in img["ious"]]
+    drift = [v for img in per_image for v in img["score_drift"]]
+    landmarks = [v for img in per_image for v in img["landmark_errors_px"]]
+    matched = [v for v in ious if v > 0]
+    return {
+        **total,
+        "recall": total["found"] / total["faces"] if total["faces"] else None,
+        "precision": total["confirmed"] / total["file_faces"] if total["file_faces"] else None,
+        "ious": ious,
+        "mean_iou": float(np.mean(matched)) if matched else None,
+        "score_drift_median": float(np.median(drift)) if drift else None,
+        "score_drift_max": float(max(drift)) if drift else None,
+        "mean_landmark_error_px": float(np.mean(landmarks)) if landmarks else None,
+        "images": len(per_image),
     }
 
 
@@ -85,55 +123,98 @@ class ArtefactParity:
     variant: str
     precision: str
     export_seconds: float | None
+    kernels: str = ""
+    error: str | None = None
     tensors: dict[str, dict[str, float]] = field(default_factory=dict)
     faces: dict = field(default_factory=dict)
+    calibration_faces: dict | None = None  # int8: the same measure on the photos it was calibrated on
+    builtin: dict | None = None  # TFLite: the same file on LiteRT's built-in kernels, beside the XNNPACK result
     per_image: list[dict] = field(default_factory=list)
     passed: bool = False
     criterion: str = ""
     verdict: str = ""
 
 
-def judge(result: ArtefactParity, thresholds: ParityTolerance) -> None:
+def judge(result: ArtefactParity, tolerance: ParityTolerance) -> None:
     """Set ``passed``, ``criterion`` and ``verdict`` for the artefact's precision."""
-    faces = result.faces
+    if result.error:
+        result.criterion, result.passed, result.verdict = "the file runs", False, result.error
+        return
     if result.precision == "fp32":
         worst = max(m["max_abs"] for m in result.tensors.values())
-        result.criterion = f"every output: max abs error <= {thresholds.fp32_max_abs:g}"
-        result.passed = worst <= thresholds.fp32_max_abs
+        result.criterion = f"every output: max abs error <= {tolerance.fp32_max_abs:g}"
+        result.passed = worst <= tolerance.fp32_max_abs
         result.verdict = f"worst max abs error {worst:.3g}"
         return
-    if result.precision == "fp16":
-        good = sum(1 for v in faces["ious"] if v >= thresholds.fp16_match_iou)
-        result.criterion = f"every face with score >= {FACE_SCORE} matched at IoU >= {thresholds.fp16_match_iou}"
-        result.passed = good == faces["faces"]
-    else:
-        good = sum(1 for v in faces["ious"] if v >= thresholds.int8_match_iou)
-        result.criterion = f">= {thresholds.int8_min_recall:.0%} of faces with score >= {FACE_SCORE} matched at IoU >= {thresholds.int8_match_iou} (detections, not tensors)"
-        result.passed = good >= thresholds.int8_min_recall * faces["faces"]
-    result.verdict = f"{good}/{faces['faces']} faces within the IoU bound" + (" (no reference faces: vacuous)" if faces["faces"] == 0 else "")
-
-
-def _merge_faces(per_image: list[dict]) -> dict:
-    def values(key):
-        return [img[key] for img in per_image if img[key] is not None]
-
-    ious = [v for img in per_image for v in img["ious"]]
-    matched = [v for v in ious if v > 0]
-    return {
-        "faces": sum(img["faces"] for img in per_image),
-        "matched": len(matched),
-        "ious": ious,
-        "mean_iou": float(np.mean(matched)) if matched else None,
-        "max_score_diff": max(values("max_score_diff"), default=None),
-        "mean_landmark_error_px": float(np.mean(values("mean_landmark_error_px"))) if values("mean_landmark_error_px") else None,
-        "missed": sum(img["missed"] for img in per_image),
-        "extra": sum(img["extra"] for img in per_image),
-    }
+    faces = result.faces
+    if not faces.get("images"):
+        result.criterion = "faces on photos not used for calibration"
+        result.passed, result.verdict = False, "every parity photo was a calibration photo: nothing held out (pass --images with other photos)"
+        return
+    min_recall = 1.0 if result.precision == "fp16" else tolerance.int8_min_recall
+    min_precision = 1.0 if result.precision == "fp16" else tolerance.int8_min_precision
+    iou = tolerance.match_iou(result.precision)
+    held_out = " on photos not used for calibration" if result.precision == "int8" else ""
+    result.criterion = (
+        f"recall >= {min_recall:.0%} (faces scored >= {FACE_SCORE} by PyTorch, found at score >= {KEEP_SCORE}, IoU >= {iou}) "
+        f"and precision >= {min_precision:.0%} (the file's faces >= {FACE_SCORE} found by PyTorch at >= {KEEP_SCORE}){held_out}"
+    )
+    recall = 1.0 if faces["recall"] is None else faces["recall"]
+    precision = 1.0 if faces["precision"] is None else faces["precision"]
+    result.passed = recall >= min_recall and precision >= min_precision
+    drift = "" if faces["score_drift_max"] is None else f"; score drift median {faces['score_drift_median']:.3f}, max {faces['score_drift_max']:.3f}"
+    result.verdict = (
+        f"recall {faces['found']}/{faces['faces']}, precision {faces['confirmed']}/{faces['file_faces']}{drift}"
+        + (" (no reference faces: vacuous)" if faces["faces"] == 0 else "")
+    )
 
 
 def load_inputs(image_paths: list[Path], deploy, input_hw: tuple[int, int]) -> np.ndarray:
     """Every image resized once as at inference: the same uint8 bytes for every backend."""
     return np.stack([resize_to_input(read_image(p), input_hw, deploy.resize, deploy.pad_value)[0] for p in image_paths])
+
+
+def _run_file(path: Path, inputs: np.ndarray, num_threads: int, xnnpack: bool = True) -> IsolatedRun:
+    """Every input through ``path``: ONNX Runtime in this process, TFLite in a child process (a crash
+    inside LiteRT or its delegate becomes this file's error)."""
+    if path.suffix == ".tflite":
+        return run_isolated(path, inputs, num_threads, xnnpack)
+    runtime = open_runtime(path, num_threads)
+    per_image = [runtime.run(image[None]) for image in inputs]  # the files take batch 1
+    outputs = {name: np.concatenate([out[name] for out in per_image]) for name in per_image[0]}
+    return IsolatedRun(outputs, getattr(runtime, "provider", "onnxruntime"))
+
+
+def _compare(deploy, input_hw, image_names, reference, ref_faces, outputs, match_iou, calibration) -> tuple[dict, list[dict], dict]:
+    """Per output group tensor metrics (worst over images), per-image face agreement, and raw errors."""
+    family = family_of(deploy)
+    groups = {g: (name, cols) for name in deploy.output_names for g, cols in family.output_groups(name, deploy).items()}
+    per_group: dict[str, list[dict]] = {g: [] for g in groups}
+    errors: dict[str, list[np.ndarray]] = {n: [] for n in deploy.output_names}
+    per_image = []
+    for i, (image_name, ref_out, ref_det) in enumerate(zip(image_names, reference, ref_faces)):
+        out = {n: outputs[n][i : i + 1] for n in deploy.output_names}
+        for g, (name, cols) in groups.items():
+            per_group[g].append(tensor_metrics(ref_out[name][..., cols], out[name][..., cols]))
+        for n in deploy.output_names:
+            errors[n].append(np.abs(ref_out[n] - out[n]).ravel())
+        faces = decode_outputs(deploy, {k: v[0] for k, v in out.items()}, input_hw).numpy()
+        per_image.append({"image": image_name, "calibration": image_name in calibration, **face_agreement(ref_det, faces, match_iou)})
+    tensors = {
+        g: {
+            "max_abs": max(m["max_abs"] for m in ms),
+            "mean_abs": float(np.mean([m["mean_abs"] for m in ms])),
+            "cosine": min(m["cosine"] for m in ms),
+        }
+        for g, ms in per_group.items()
+    }
+    return tensors, per_image, {n: np.concatenate(v) for n, v in errors.items()}
+
+
+def _held_out(per_image: list[dict]) -> tuple[dict, dict | None]:
+    """Faces on photos the file was not calibrated on (judged), and on its calibration photos (diagnostic)."""
+    seen = [img for img in per_image if img["calibration"]]
+    return summarize_faces([img for img in per_image if not img["calibration"]]), summarize_faces(seen) if seen else None
 
 
 def check_artefacts(
@@ -142,12 +223,12 @@ def check_artefacts(
     weights: str | Path | None = None,
     thresholds: ParityTolerance | None = None,
     num_threads: int = 2,
-    xnnpack: bool = False,
 ) -> dict:
     """Run PyTorch and every exported file in ``export_dir`` on ``images``; returns the parity report dict.
 
-    TFLite runs on LiteRT's built-in kernels unless ``xnnpack`` (the default delegate on devices).
-    ``thresholds`` default to each model family's declared parity tolerance.
+    TFLite files run as apps run them, with LiteRT's default XNNPACK delegate (the judged result), and
+    on the built-in kernels beside it; each in a child process. int8 files are judged on the photos
+    their calibration did not use. ``thresholds`` default to each model's declared parity tolerance.
     """
     artefacts = find_artefacts(export_dir)
     if not artefacts:
@@ -155,6 +236,8 @@ def check_artefacts(
     image_paths = list_images(images)
     if not image_paths:
         raise MobilekitError(f"no images in {images}")
+    image_names = [p.name for p in image_paths]
+    image_hashes = dict(zip(image_names, (sha256_file(p) for p in image_paths)))
     groups: dict[tuple, list] = {}
     for path, meta in artefacts:
         groups.setdefault((meta["model"]["name"], tuple(meta["input_hw"])), []).append((path, meta))
@@ -164,49 +247,59 @@ def check_artefacts(
     for (name, input_hw), members in groups.items():
         model = rebuild_source_model(members[0][1]["model"], weights)
         deploy = model.deploy
-        tolerance = thresholds or family_of(deploy).parity
+        tolerance = thresholds or family_of(deploy).parity_tolerance(deploy)
         tolerances[name] = asdict(tolerance)
         inputs = load_inputs(image_paths, deploy, input_hw)
         torch_rt = TorchRuntime(model, float64=True)
         reference = [torch_rt.run(image[None]) for image in inputs]
         ref_faces = [decode_outputs(deploy, {k: v[0] for k, v in out.items()}, input_hw).numpy() for out in reference]
         for path, meta in members:
-            runtime = open_runtime(path, num_threads, xnnpack=xnnpack)
-            missing = set(deploy.output_names) - set(runtime.output_names)
-            if missing:
-                raise MobilekitError(f"{path.name} lacks outputs {sorted(missing)} (has {runtime.output_names})")
             variant = meta["artefact"]["variant"]
-            result = ArtefactParity(path.name, meta["artefact"]["format"], variant, VARIANT[variant].precision, meta["artefact"].get("export_seconds"))
-            diffs: dict[str, list[np.ndarray]] = {n: [] for n in deploy.output_names}
-            per_tensor: dict[str, list[dict]] = {n: [] for n in deploy.output_names}
-            for image_path, image, ref_out, ref_det in zip(image_paths, inputs, reference, ref_faces):
-                out = runtime.run(image[None])
-                for n in deploy.output_names:
-                    per_tensor[n].append(tensor_metrics(ref_out[n], out[n]))
-                    diffs[n].append(np.abs(ref_out[n] - out[n]).ravel())
-                faces = decode_outputs(deploy, {k: v[0] for k, v in out.items()}, input_hw).numpy()
-                result.per_image.append({"image": image_path.name, **match_faces(ref_det, faces)})
-            result.tensors = {
-                n: {
-                    "max_abs": max(m["max_abs"] for m in ms),
-                    "mean_abs": float(np.mean([m["mean_abs"] for m in ms])),
-                    "cosine": min(m["cosine"] for m in ms),
-                }
-                for n, ms in per_tensor.items()
-            }
-            result.faces = _merge_faces(result.per_image)
+            precision = VARIANT[variant].precision
+            calibration = calibration_images(meta, image_hashes) if precision == "int8" else set()
+            result = ArtefactParity(path.name, meta["artefact"]["format"], variant, precision, meta["artefact"].get("export_seconds"))
+            match_iou = tolerance.match_iou(precision)
+            run = _run_file(path, inputs, num_threads)
+            result.kernels, result.error = run.provider, run.error
+            if run.outputs is not None:
+                _check_output_names(path, deploy, run.outputs)
+                result.tensors, result.per_image, errors_by_artefact[path.name] = _compare(
+                    deploy, input_hw, image_names, reference, ref_faces, run.outputs, match_iou, calibration
+                )
+                result.faces, result.calibration_faces = _held_out(result.per_image)
+            if path.suffix == ".tflite":
+                result.builtin = _builtin_result(path, inputs, num_threads, deploy, input_hw, image_names, reference, ref_faces, match_iou, calibration)
             judge(result, tolerance)
             results.append(result)
-            errors_by_artefact[path.name] = {n: np.concatenate(v) for n, v in diffs.items()}
     return {
         "export_dir": str(Path(export_dir).resolve()),
-        "images": [p.name for p in image_paths],
+        "images": image_names,
         "reference": "PyTorch evaluated in float64 (its own float32 rounding is not charged to the exported files)",
         "thresholds": tolerances,
-        "tflite_kernels": "XNNPACK delegate" if xnnpack else "LiteRT built-in kernels (no default delegate)",
+        "tflite_kernels": "XNNPACK delegate (LiteRT's default, as in apps); built-in kernels reported beside",
         "face_score": FACE_SCORE,
-        "match_iou": MATCH_IOU,
+        "keep_score": KEEP_SCORE,
         "passed": all(r.passed for r in results),
         "artefacts": [asdict(r) for r in results],
         "_errors": errors_by_artefact,
     }
+
+
+def calibration_images(meta: dict, image_hashes: dict[str, str]) -> set[str]:
+    """Names of the parity photos (by content) that calibrated the file described by ``meta``."""
+    used = set((meta.get("calibration") or {}).get("images_sha256", []))
+    return {name for name, digest in image_hashes.items() if digest in used}
+
+
+def _check_output_names(path: Path, deploy, outputs: dict) -> None:
+    missing = set(deploy.output_names) - set(outputs)
+    if missing:
+        raise MobilekitError(f"{path.name} lacks outputs {sorted(missing)} (has {sorted(outputs)})")
+
+
+def _builtin_result(path, inputs, num_threads, deploy, input_hw, image_names, reference, ref_faces, match_iou, calibration) -> dict:
+    run = _run_file(path, inputs, num_threads, xnnpack=False)
+    if run.outputs is None:
+        return {"kernels": run.provider, "error": run.error}
+    tensors, per_image, _ = _compare(deploy, input_hw, image_names, reference, ref_faces, run.outputs, match_iou, calibration)
+    return {"kernels": run.provider, "error": None, "tensors": tensors, "faces": _held_out(per_image)[0]}

@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 
 from mobilekit.atomic import write_json_atomic
-from mobilekit.converters.calibration import load_calibration_images, synthetic_sample
+from mobilekit.converters.calibration import calibration_paths, load_calibration_images, synthetic_sample
 from mobilekit.converters.metadata import (
     SIDECAR_SCHEMA,
     artefact_stem,
@@ -71,12 +71,14 @@ def export_model(
     opset: int = 17,
     dynamic: bool = False,
     source: dict | None = None,
+    keep_float: tuple[str, ...] | None = None,
 ) -> list[Path]:
     """Export ``model`` at ``imgsz`` (int or (H, W)) to ``out_dir``; returns the artefact paths (sidecars next to them).
 
     ``formats`` from :data:`FORMATS`; TFLite variants are converted from the simplified ONNX when onnxsim
     succeeded, otherwise from the plain one. ``source`` is recorded in every sidecar (see
-    ``model_source.source_metadata``) so parity can rebuild the PyTorch reference.
+    ``model_source.source_metadata``) so parity can rebuild the PyTorch reference. int8 variants keep
+    ``keep_float`` layers in float (None: the model's declared ``int8_keep_float``; see ``selective_int8``).
     """
     formats = tuple(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
@@ -88,14 +90,15 @@ def export_model(
     out_dir = Path(out_dir).resolve()  # the TFLite worker runs in its own folder
     check_output_dir(out_dir)
     variants = tuple(v for v in TFLITE_VARIANTS if v in formats)
-    calibration = None
+    calibration, calib_paths = None, []
     if any(v in INT8_VARIANTS for v in variants):
         if calib_images is None:
             raise MobilekitError("--int8 needs --calib-images DIR (real photos, resized as at inference)")
-        calibration = load_calibration_images(calib_images, deploy, input_hw, calib_count)
+        calib_paths = calibration_paths(calib_images, calib_count)
+        calibration = load_calibration_images(calib_paths, deploy, input_hw)
 
     stem = artefact_stem(deploy.name, input_hw)
-    common = _common_metadata(model, input_hw, source or {}, calibration, calib_images)
+    common = _common_metadata(model, input_hw, source or {}, calib_paths, calib_images)
     deploy_module = prepare_deploy_module(model)
     written: list[Path] = []
 
@@ -127,7 +130,8 @@ def export_model(
 
         if variants:
             sample = calibration[:1] if calibration is not None else synthetic_sample(input_hw)
-            converted = convert_to_tflite(tflite_source, out_dir, stem, variants, sample, calibration)
+            keep = deploy.int8_keep_float if keep_float is None else tuple(keep_float)
+            converted = convert_to_tflite(tflite_source, out_dir, stem, variants, sample, calibration, keep, deploy.to_dict())
             for variant in variants:
                 info = converted[variant]
                 seconds = info["onnx2tf_seconds"] + info["calibration_seconds"] + info["convert_seconds"]
@@ -140,6 +144,7 @@ def export_model(
                         "io": info["io"],
                         "output_mapping": info["output_mapping"],
                         "converter_notes": info["notes"],
+                        "keep_float": info["keep_float"],
                         "analysis": info["analysis"],
                         "seconds": {
                             "onnx2tf_shared": info["onnx2tf_seconds"],
@@ -152,7 +157,7 @@ def export_model(
     return written
 
 
-def _common_metadata(model: FaceDetector, input_hw, source: dict, calibration: np.ndarray | None, calib_images) -> dict:
+def _common_metadata(model: FaceDetector, input_hw, source: dict, calib_paths: list[Path], calib_images) -> dict:
     deploy = model.deploy
     return {
         "model": {
@@ -164,8 +169,14 @@ def _common_metadata(model: FaceDetector, input_hw, source: dict, calibration: n
         "anchors": family_of(deploy).anchors(deploy),
         "deploy": deploy.to_dict(),
         "calibration": None
-        if calibration is None
-        else {"folder": str(Path(calib_images).resolve()), "images": int(len(calibration)), "resize": deploy.resize},
+        if not calib_paths
+        else {
+            "folder": str(Path(calib_images).resolve()),
+            "images": len(calib_paths),
+            "files": [p.name for p in calib_paths],
+            "images_sha256": [sha256_file(p) for p in calib_paths],  # parity judges int8 on other photos
+            "resize": deploy.resize,
+        },
         "versions": tool_versions(),
         "notes": [],
     }

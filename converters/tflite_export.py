@@ -23,12 +23,16 @@ def convert_to_tflite(
     variants: tuple[str, ...],
     sample: np.ndarray,
     calibration: np.ndarray | None = None,
+    keep_float: tuple[str, ...] = (),
+    deploy: dict | None = None,
     timeout_s: float = 1800,
 ) -> dict[str, dict]:
     """Convert ``onnx_path`` to each TFLite ``variant``; returns ``{variant: {"path", ...worker info}}``.
 
     ``sample`` (``[1, H, W, 3]`` raw RGB 0-255 float32) is the real image the converted outputs are
-    matched against; ``calibration`` (``[N, H, W, 3]``, same contract) is required for int8 variants.
+    matched against; ``calibration`` (``[N, H, W, 3]``, same contract) is required for int8 variants,
+    which keep ``keep_float`` layers in float (see ``selective_int8``; ``auto`` needs ``deploy``, the
+    model's ``DeployConfig.to_dict()``, to judge detections).
     Files appear under their final names only after every requested variant converted.
     """
     unknown = [v for v in variants if v not in TFLITE_VARIANTS]
@@ -52,6 +56,8 @@ def convert_to_tflite(
             "targets": {v: str(t) for v, t in targets.items()},
             "sample_npy": _save(work_dir / "sample.npy", sample),
             "calib_npy": _save(work_dir / "calib.npy", calibration) if calibration is not None else None,
+            "keep_float": list(keep_float),
+            "deploy": deploy,
         }
         (work_dir / "job.json").write_text(json.dumps(job))
         result_path = work_dir / "result.json"
@@ -83,6 +89,7 @@ def convert_to_tflite(
             "calibration_seconds": result["calibration_seconds"] if v in INT8_VARIANTS else 0.0,
             "output_mapping": result["output_mapping"],
             "notes": result["notes"],
+            "keep_float": result.get("keep_float") if v in INT8_VARIANTS else None,
             **info,
         }
         for v, info in result["variants"].items()

@@ -190,9 +190,10 @@ def calibrate(saved_dir: Path, calib: np.ndarray, input_name: str) -> bytes:
     return converter.convert()
 
 
-def _convert(saved_dir: Path, variant: str, calibrated: bytes | None) -> bytes:
+def _convert(saved_dir: Path, variant: str, calibrated: bytes | None, float_layers: list[str] = ()) -> bytes:
     """One TFLite variant; int8 ones quantise the shared ``calibrated`` model exactly as the converter's
-    own post-training path does (its MLIR quantiser with the same options)."""
+    own post-training path does (its MLIR quantiser with the same options), leaving ``float_layers``
+    (output tensor names) in float."""
     import tensorflow as tf
 
     if variant in INT8_VARIANTS:
@@ -201,7 +202,7 @@ def _convert(saved_dir: Path, variant: str, calibrated: bytes | None) -> bytes:
         from tensorflow.lite.python.convert import mlir_quantize
 
         io_type = tf.uint8 if VARIANT[variant].input_dtype == "uint8" else tf.float32
-        return mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type)
+        return mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type, denylisted_nodes=list(float_layers) or None)
     converter = _converter(saved_dir)
     if variant == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -209,6 +210,57 @@ def _convert(saved_dir: Path, variant: str, calibrated: bytes | None) -> bytes:
     elif variant != "fp32":
         raise WorkerError(f"unknown TFLite variant {variant}")
     return converter.convert()
+
+
+def _keep_float(job: dict, saved_dir: Path, calibrated: bytes, calib: np.ndarray) -> dict:
+    """The layers the int8 variants keep in float (see ``selective_int8``), and how they were chosen."""
+    from mobilekit.converters import selective_int8
+
+    requested = list(job.get("keep_float") or [])
+    if requested != ["auto"]:
+        try:
+            return {"requested": requested, "layers": selective_int8.resolve_layers(calibrated, requested) if requested else []}
+        except selective_int8.KeepFloatError as exc:
+            raise WorkerError(str(exc)) from None
+    ranked = selective_int8.rank_layers(saved_dir, calib, job["input_name"])
+    meets, trials = _detection_target(job, calibrated, calib)
+    layers = selective_int8.auto_layers(ranked, meets)
+    return {"requested": requested, "layers": layers, "ranked_by": "quantisation debugger: RMSE / scale per layer", "trials": trials, "met": bool(trials and trials[-1]["met"])}
+
+
+def _detection_target(job: dict, calibrated: bytes, calib: np.ndarray):
+    """``meets(layers)``: the int8 model with ``layers`` in float meets the model's int8 parity target
+    (recall and precision against the float graph) on the calibration photos; and the trial log."""
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    from mobilekit.config import DeployConfig
+    from mobilekit.converters.parity import face_agreement, summarize_faces
+    from mobilekit.converters.runtimes import TFLiteRuntime
+    from mobilekit.families import decode_outputs, family_of
+
+    deploy = DeployConfig.from_dict(job["deploy"])
+    tolerance = family_of(deploy).parity_tolerance(deploy)
+    input_hw = calib.shape[1:3]
+
+    def faces(outputs: dict, i: int):
+        return decode_outputs(deploy, {n: outputs[n][i] for n in deploy.output_names}, input_hw).numpy()
+
+    reference = [_onnx_reference(job["onnx_path"], job["input_name"], image[None]) for image in calib]
+    trials: list[dict] = []
+
+    def meets(layers: list[str]) -> bool:
+        path = Path(job["work_dir"]) / "auto_int8.tflite"
+        path.write_bytes(mlir_quantize(calibrated, denylisted_nodes=list(layers) or None))
+        runtime = TFLiteRuntime(path, 2, xnnpack=False)
+        summary = summarize_faces([
+            face_agreement(faces(ref, 0), faces(runtime.run(image[None]), 0), tolerance.int8_match_iou) for ref, image in zip(reference, calib)
+        ])
+        recall, precision = (1.0 if v is None else v for v in (summary["recall"], summary["precision"]))
+        met = recall >= tolerance.int8_min_recall and precision >= tolerance.int8_min_precision
+        trials.append({"float_layers": len(layers), "recall": recall, "precision": precision, "met": met})
+        return met
+
+    return meets, trials
 
 
 def analyze_tflite(path: str) -> dict:
@@ -286,14 +338,16 @@ def run_job(job: dict) -> dict:
     named_dir = work / "named_saved_model"
     output_check = _named_saved_model(work / "onnx2tf", named_dir, job["input_name"], list(sample.shape), reference, sample)
     result = {"onnx2tf_seconds": onnx2tf_seconds, "calibration_seconds": 0.0, "output_mapping": output_check, "notes": notes, "variants": {}}
-    calibrated = None
+    calibrated, float_layers = None, []
     if calib is not None and any(v in INT8_VARIANTS for v in job["targets"]):
         start = time.perf_counter()
         calibrated = calibrate(named_dir, calib, job["input_name"])
+        result["keep_float"] = _keep_float(job, named_dir, calibrated, calib)
+        float_layers = result["keep_float"]["layers"]
         result["calibration_seconds"] = time.perf_counter() - start
     for variant, target in job["targets"].items():
         start = time.perf_counter()
-        Path(target).write_bytes(_convert(named_dir, variant, calibrated))
+        Path(target).write_bytes(_convert(named_dir, variant, calibrated, float_layers))
         seconds = time.perf_counter() - start
         io_spec = signature_io(target)
         if sorted(io_spec["outputs"]) != sorted(job["output_names"]):

@@ -152,6 +152,7 @@ class DeployConfig:
     max_stride: int = 32
     yolo_anchors: YoloAnchorConfig | None = None  # grid anchors of decoder "yolo"
     ssd_anchors: SsdAnchorConfig | None = None  # MediaPipe anchors of decoder "blazeface"
+    int8_keep_float: tuple[str, ...] = ()  # layers int8 exports keep in float by default (see converters.selective_int8)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -160,13 +161,14 @@ class DeployConfig:
         d["yolo_anchors"] = self.yolo_anchors.to_dict() if self.yolo_anchors is not None else None
         d["ssd_anchors"] = self.ssd_anchors.to_dict() if self.ssd_anchors is not None else None
         d["output_names"] = list(self.output_names)
+        d["int8_keep_float"] = list(self.int8_keep_float)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "DeployConfig":
         """Inverse of :meth:`to_dict`, e.g. for the ``deploy`` block of an export sidecar."""
         fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for key in ("input_size", "mean", "std", "output_names"):
+        for key in ("input_size", "mean", "std", "output_names", "int8_keep_float"):
             if key in fields:
                 fields[key] = tuple(fields[key])
         fields["priors"] = PriorConfig.from_dict(d["priors"])

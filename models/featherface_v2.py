@@ -46,7 +46,9 @@ def grouped_ssh(channels: int, groups: int = 4, leaky: float = 0.1) -> SSH:
 
 class FeatherFaceV2(FaceDetector):
     def __init__(self, channels: int = 32, bifpn_cells: int = 2, groups: int = 4, deploy: DeployConfig | None = None) -> None:
-        super().__init__(deploy or DeployConfig(name="featherface_v2"))
+        # int8: the shared CBAM's channel-attention MLP stays float. Its int8 FULLY_CONNECTED after the int8
+        # REDUCE_MAX makes LiteRT's XNNPACK delegate crash while preparing the graph (double free).
+        super().__init__(deploy or DeployConfig(name="featherface_v2", int8_keep_float=("FULLY_CONNECTED",)))
         self.groups = groups
         self.body = MobileNetV1Backbone()
         self.bifpn = bifpn(channels, self.body.out_channels, bifpn_cells)

@@ -1,4 +1,4 @@
-"""Session-scoped exports shared by test_export.py and test_parity.py: each model/precision converts ONCE.
+"""Session-scoped exports (and packages) shared by the test modules: each model/precision converts ONCE.
 
 Loaded as a plugin from ``tests/conftest.py`` (``pytest_plugins``).
 """
@@ -16,9 +16,19 @@ RANDOM_SIZE = 256
 
 
 @pytest.fixture(scope="session")
-def retinaface_export(shared: Path, tmp_path_factory) -> tuple[Path, list[Path]]:
+def calibration_half(shared: Path, tmp_path_factory) -> Path:
+    """Every other shared photo (sorted): int8 exports calibrate on these, and parity judges them on the
+    other half, photos the calibration never saw."""
+    folder = tmp_path_factory.mktemp("calibration_half")
+    for path in sorted((shared / "images").glob("*.jpg"))[::2]:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def retinaface_export(shared: Path, calibration_half: Path, tmp_path_factory) -> tuple[Path, list[Path]]:
     """RetinaFace-MobileNet-0.25 with the real weights at 640x640: ONNX, simplified ONNX, TFLite fp32/fp16/int8/int8_full
-    (int8 calibrated on the shared photos). About a minute on 2 cores."""
+    (int8 calibrated on half of the shared photos). About a minute on 2 cores."""
     from mobilekit.converters import build_source_model, export_model, source_metadata
 
     weights = shared / RETINAFACE_WEIGHTS
@@ -29,7 +39,7 @@ def retinaface_export(shared: Path, tmp_path_factory) -> tuple[Path, list[Path]]
         640,
         out,
         formats=("onnx", "onnx_sim", "fp32", "fp16", "int8", "int8_full"),
-        calib_images=shared / "images",
+        calib_images=calibration_half,
         source=source_metadata(weights, None),
     )
     return out, paths
@@ -51,6 +61,16 @@ def retinaface_parity(retinaface_export, shared: Path, tmp_path_factory) -> dict
         status = exc.code
     report = json.loads((out / "parity.json").read_text())
     return {"report": report, "status": status, "markdown": out / "parity.md", "png": out / "parity.png"}
+
+
+@pytest.fixture(scope="session")
+def retinaface_packages(retinaface_export, tmp_path_factory) -> dict[str, Path]:
+    """``mobilekit package`` folders of the RetinaFace export, fp32 and fp16 (test_package.py, test_standard_metadata.py)."""
+    from mobilekit.flutter.package import package_export
+
+    export_dir, _ = retinaface_export
+    out = tmp_path_factory.mktemp("flutter_packages")
+    return {p: package_export(export_dir, out / f"retinaface_{p}", p) for p in ("fp32", "fp16")}
 
 
 @pytest.fixture(scope="session")

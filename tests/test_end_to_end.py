@@ -15,6 +15,7 @@ from mobilekit.errors import MobilekitError
 from mobilekit.flutter import reference_decoder as ref
 from mobilekit.flutter.end_to_end import OUTPUT_NAMES, build_end_to_end, measure_overhead
 from mobilekit.flutter.package import package_export
+from mobilekit.flutter.standard_metadata import read_standard_metadata
 from mobilekit.flutter.tflite_metadata import read_embedded_metadata
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import load_model, run_model
@@ -73,6 +74,9 @@ def test_end_to_end_outputs_are_fixed_size_and_padded(e2e_package):
     expected = json.loads((e2e_package / "golden" / "expected_detections.json").read_text())
     assert len(expected["faces"]) == count
     assert read_embedded_metadata(e2e_package / "model.tflite")["decoder"] == meta["decoder"]
+    standard = read_standard_metadata(e2e_package / "model.tflite")["subgraph_metadata"][0]["output_tensor_metadata"]
+    assert [t["name"] for t in standard] == [o["name"] for o in sorted(meta["outputs"], key=lambda o: o["interpreter_output_index"])]
+    assert [t["name"] for t in standard if "associated_files" in t] == ["scores"]  # labels.txt names the class it scores
     assert meta["parity"]["faces"]["missed"] == 0
 
 

@@ -273,6 +273,7 @@ def test_cli_rejects_bad_inputs(tmp_path, capsys, shared):
         "unknown model": ["export", "no_such_model", "--random-init", "--out", str(tmp_path / "o")],
         "weights file not found": ["export", "retinaface_mnet025", "--weights", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o")],
         "opset": ["export", "retinaface_mnet025", "--weights", weights, "--onnx", "--opset", "13", "--out", str(tmp_path / "o")],
+        "--keep-float is only used with --int8": ["export", "retinaface_mnet025", "--weights", weights, "--tflite", "--keep-float", "heads", "--out", str(tmp_path / "o")],
     }
     for expected, argv in cases.items():
         code, err = _cli(argv, capsys)
@@ -304,3 +305,53 @@ def test_dynamic_onnx_runs_at_other_sizes(tmp_path):
     for name in OUTPUT_NAMES:
         assert got[name].shape == expected[name].shape
         assert np.abs(got[name] - expected[name]).max() <= 1e-4, name
+
+
+def test_keep_float_values_parse_and_bad_combinations_are_named():
+    from mobilekit.cli.export import parse_keep_float
+    from mobilekit.errors import MobilekitError
+
+    assert parse_keep_float("auto") == ("auto",)
+    assert parse_keep_float("none") == ()
+    assert parse_keep_float("heads, FULLY_CONNECTED,heads") == ("heads", "FULLY_CONNECTED")
+    for bad in ("auto,heads", "none,CONV_2D", " , "):
+        with pytest.raises(MobilekitError, match="--keep-float"):
+            parse_keep_float(bad)
+
+
+@pytest.mark.slow
+def test_keep_float_names_resolve_on_a_real_graph(retinaface_export):
+    """``heads`` are the last convolutions before the outputs (3 heads x 3 levels for RetinaFace), an op type
+    takes every op of it, and a name that matches nothing is refused, naming it."""
+    from mobilekit.converters.selective_int8 import KeepFloatError, head_layers, resolve_layers
+
+    model = (retinaface_export[0] / "retinaface_mnet025_640_fp32.tflite").read_bytes()
+    heads = head_layers(model)
+    assert len(heads) == 9
+    assert resolve_layers(model, ["heads"]) == heads
+    convs = resolve_layers(model, ["CONV_2D"])
+    assert set(heads) <= set(convs) and len(convs) > len(heads)
+    assert resolve_layers(model, [heads[0], "heads"]) == [heads[0]] + [h for h in heads if h != heads[0]]
+    with pytest.raises(KeepFloatError, match="'backbone.nope' matches no layer"):
+        resolve_layers(model, ["backbone.nope"])
+
+
+@pytest.mark.slow
+def test_keep_float_auto_measures_the_detections_on_the_calibration_photos(shared, calibration_half, tmp_path):
+    """``auto`` ranks layers with TF's quantisation debugger, then quantises with 0, 1, 2, 4 ... of the worst
+    in float until the int8 faces on the calibration photos meet the model's target; the trials are
+    recorded and the chosen layers are the ones left in float in the file."""
+    from mobilekit.converters import build_source_model, source_metadata
+    from mobilekit.converters.metadata import read_sidecar
+
+    weights = shared / "weights/retinaface_mnet025_widerface.pth"
+    model = build_source_model("retinaface_mnet025", weights)
+    (path,) = export_model(model, 320, tmp_path, formats=("int8",), calib_images=calibration_half, source=source_metadata(weights, None), keep_float=("auto",))
+    kept = read_sidecar(path)["tflite"]["keep_float"]
+    trials = kept["trials"]
+    assert kept["requested"] == ["auto"] and trials and kept["met"] == trials[-1]["met"]
+    assert [t["float_layers"] for t in trials] == [0, 1, 2, 4, 8, 16, 32, 64][: len(trials)]
+    assert all(not t["met"] for t in trials[:-1])  # the fewest layers that meet the target
+    assert len(kept["layers"]) == trials[-1]["float_layers"]
+    for trial in trials:
+        assert 0.0 <= trial["recall"] <= 1.0 and 0.0 <= trial["precision"] <= 1.0

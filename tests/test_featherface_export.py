@@ -6,13 +6,15 @@ import pytest
 
 from mobilekit.converters import build_source_model, export_model, source_metadata
 from mobilekit.converters.parity import check_artefacts
+from mobilekit.families import family_of
 
 WEIGHTS = "weights/featherface_v1_widerface.pth"
 
 
 @pytest.fixture(scope="module")
-def featherface_parity(shared, tmp_path_factory) -> dict:
-    """Export ONNX, TFLite fp32/fp16/int8 once (int8 calibrated on the shared photos), then parity on them."""
+def featherface_parity(shared, calibration_half, tmp_path_factory) -> dict:
+    """Export ONNX, TFLite fp32/fp16/int8 once (int8 calibrated on half of the shared photos), then parity
+    on all of them (int8 judged on the other half)."""
     out = tmp_path_factory.mktemp("featherface_v1_export")
     weights = shared / WEIGHTS
     export_model(
@@ -20,7 +22,7 @@ def featherface_parity(shared, tmp_path_factory) -> dict:
         640,
         out,
         formats=("onnx", "fp32", "fp16", "int8"),
-        calib_images=shared / "images",
+        calib_images=calibration_half,
         source=source_metadata(weights, None),
     )
     report = check_artefacts(out, shared / "images", weights)
@@ -28,11 +30,16 @@ def featherface_parity(shared, tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-def test_fp32_tflite_within_1e4_of_pytorch(featherface_parity):
-    tensors = featherface_parity["fp32"]["tensors"]
-    assert set(tensors) == {"loc", "conf", "landmarks"}
-    for name, metrics in tensors.items():
-        assert metrics["max_abs"] <= 1e-4, (name, metrics)
+def test_fp32_tflite_meets_its_declared_tolerance(featherface_parity):
+    """Built-in kernels within 1e-4 of the float64 reference; XNNPACK (what apps run, the judged result)
+    within the model's declared tolerance, whose reason is stated in the family declaration."""
+    fp32 = featherface_parity["fp32"]
+    assert set(fp32["tensors"]) == {"loc", "conf", "landmarks"}
+    for name, metrics in fp32["builtin"]["tensors"].items():
+        assert metrics["max_abs"] <= 1e-4, ("built-in kernels", name, metrics)
+    tolerance = family_of(build_source_model("featherface_v1").deploy).parity_tolerance(build_source_model("featherface_v1").deploy)
+    assert tolerance.fp32_max_abs > 1e-4 and tolerance.reason
+    assert fp32["passed"] and "XNNPACK" in fp32["kernels"], fp32["verdict"]
 
 
 @pytest.mark.slow
@@ -43,21 +50,24 @@ def test_onnx_runtime_gives_the_same_faces(featherface_parity):
     for name in ("loc", "conf"):
         assert onnx["tensors"][name]["max_abs"] <= 1e-4, (name, onnx["tensors"][name])
     faces = onnx["faces"]
-    assert faces["matched"] == faces["faces"] and min(faces["ious"]) >= 0.99
+    assert faces["found"] == faces["faces"] and faces["confirmed"] == faces["file_faces"] and min(faces["ious"]) >= 0.99
 
 
 @pytest.mark.slow
 def test_fp16_tflite_keeps_every_face(featherface_parity):
-    faces = featherface_parity["fp16"]["faces"]
+    fp16 = featherface_parity["fp16"]
+    faces = fp16["faces"]
     assert faces["faces"] >= 20
-    assert faces["matched"] == faces["faces"] and min(faces["ious"]) >= 0.9
+    assert faces["recall"] == 1.0 and faces["precision"] == 1.0 and fp16["passed"], fp16["verdict"]
 
 
 @pytest.mark.slow
-def test_int8_keeps_95_percent_of_faces(featherface_parity):
-    """The deformable sampling's indices are int32 arithmetic, so int8 quantisation only perturbs the
-    bilinear weights and features (float index arithmetic quantised to 8 bits matched 36.5% of faces)."""
+@pytest.mark.xfail(strict=True, reason="measured: FeatherFace V1 int8 finds 262/282 held-out faces (93%) under XNNPACK; "
+                   "keeping every convolution float reaches 274/282 (97%): below the 98% target, open in issue 14")
+def test_int8_finds_98_percent_of_held_out_faces(featherface_parity):
+    """PyTorch's faces (score >= 0.5) found at >= 0.3 and IoU >= 0.5 on photos the calibration never saw."""
     int8 = featherface_parity["int8"]
-    rate = int8["faces"]["matched"] / int8["faces"]["faces"]
-    print(f"featherface_v1 int8 faces matched at IoU >= 0.5: {rate:.1%}")
-    assert rate >= 0.95 and int8["passed"], int8["faces"]
+    faces = int8["faces"]
+    print(f"featherface_v1 int8 held-out recall {faces['found']}/{faces['faces']}, precision {faces['confirmed']}/{faces['file_faces']}")
+    assert int8["calibration_faces"] is not None and faces["images"] == 3
+    assert faces["recall"] >= 0.98 and faces["precision"] >= 0.95

@@ -101,3 +101,25 @@ def test_detect_image_runs_through_the_shared_decode(model, shared_images):
     dets = detect_image(model, image, imgsz=(160, 160))
     assert dets.boxes.shape[1:] == (4,) and dets.landmarks.shape[1:] == (10,) and len(dets.scores) == len(dets)
     assert np.all(np.diff(dets.scores) <= 0)
+
+
+@pytest.mark.slow
+def test_int8_keeps_the_channel_attention_float_and_runs_under_xnnpack(calibration_half, shared, tmp_path):
+    """The declared keep-float layers (CBAM's FULLY_CONNECTED) make the int8 file load in LiteRT's default
+    XNNPACK delegate, where the fully int8 graph crashes (double free); parity runs it there (random weights)."""
+    from mobilekit.converters import build_source_model, export_model, source_metadata
+    from mobilekit.converters.metadata import read_sidecar
+    from mobilekit.converters.parity import check_artefacts
+
+    model = build_source_model("featherface_v2", None, random_seed=0)
+    (path,) = export_model(model, 256, tmp_path, formats=("int8",), calib_images=calibration_half, source=source_metadata(None, 0))
+    meta = read_sidecar(path)
+    kept = meta["tflite"]["keep_float"]
+    assert kept["requested"] == ["FULLY_CONNECTED"] and len(kept["layers"]) == 12
+    assert meta["tflite"]["analysis"]["xnnpack_load"] == {"ok": True, "error": None}
+    assert meta["calibration"]["files"] == sorted(p.name for p in calibration_half.iterdir())
+    report = check_artefacts(tmp_path, shared / "images")
+    (int8,) = report["artefacts"]
+    assert int8["error"] is None and int8["kernels"].startswith("XNNPACK"), int8
+    assert int8["faces"]["images"] == 3 and int8["calibration_faces"]["images"] == 3
+    assert min(m["cosine"] for m in int8["tensors"].values()) > 0.99, int8["tensors"]

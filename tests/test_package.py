@@ -30,13 +30,6 @@ FACE_SCORE = 0.5
 
 
 @pytest.fixture(scope="module")
-def packages(retinaface_export, tmp_path_factory) -> dict[str, Path]:
-    export_dir, _ = retinaface_export
-    out = tmp_path_factory.mktemp("flutter_packages")
-    return {p: package_export(export_dir, out / f"retinaface_{p}", p) for p in ("fp32", "fp16")}
-
-
-@pytest.fixture(scope="module")
 def torch_model(shared):
     return load_model("retinaface_mnet025", shared / "weights/retinaface_mnet025_widerface.pth")
 
@@ -66,8 +59,8 @@ def assert_faces_match(reference: Detections, test: Detections, min_iou: float, 
 
 
 @pytest.mark.slow
-def test_packaged_folder_alone_reproduces_pytorch_on_real_photos(packages, torch_model, shared_images):
-    meta, anchors, settings, runtime = load_package(packages["fp32"])
+def test_packaged_folder_alone_reproduces_pytorch_on_real_photos(retinaface_packages, torch_model, shared_images):
+    meta, anchors, settings, runtime = load_package(retinaface_packages["fp32"])
     height, width = meta["input"]["shape"][1:3]
     resize = meta["input"]["resize"]
     checked = 0
@@ -79,8 +72,8 @@ def test_packaged_folder_alone_reproduces_pytorch_on_real_photos(packages, torch
 
 
 @pytest.mark.slow
-def test_fp16_package_keeps_the_faces(packages, torch_model):
-    folder = packages["fp16"]
+def test_fp16_package_keeps_the_faces(retinaface_packages, torch_model):
+    folder = retinaface_packages["fp16"]
     meta, anchors, settings, runtime = load_package(folder)
     image = read_image(folder / "golden" / "input.png")
     faces = ref.detect(runtime.run(image[None]), anchors, settings).numpy()
@@ -89,8 +82,8 @@ def test_fp16_package_keeps_the_faces(packages, torch_model):
 
 
 @pytest.mark.slow
-def test_golden_files_are_what_the_packaged_model_and_decoder_give(packages):
-    folder = packages["fp32"]
+def test_golden_files_are_what_the_packaged_model_and_decoder_give(retinaface_packages):
+    folder = retinaface_packages["fp32"]
     meta, anchors, settings, runtime = load_package(folder)
     image = read_image(folder / "golden" / "input.png")
     assert image.shape == (*meta["input"]["shape"][1:3], 3)
@@ -114,9 +107,9 @@ def test_golden_files_are_what_the_packaged_model_and_decoder_give(packages):
 
 
 @pytest.mark.slow
-def test_reference_decoder_equals_the_one_postprocess(packages):
+def test_reference_decoder_equals_the_one_postprocess(retinaface_packages):
     """The mirror's decode + nms is the library's decode path, bit for bit."""
-    folder = packages["fp32"]
+    folder = retinaface_packages["fp32"]
     meta, anchors, settings, _ = load_package(folder)
     golden = {name: np.load(folder / rel)[0] for name, rel in meta["golden"]["outputs"].items()}
     deploy = create_model("retinaface_mnet025").deploy
@@ -140,8 +133,8 @@ def test_letterbox_transform_and_undo_mirror_resize_to_input():
 
 
 @pytest.mark.slow
-def test_anchors_json_holds_the_priors_in_output_row_order(packages):
-    folder = packages["fp32"]
+def test_anchors_json_holds_the_priors_in_output_row_order(retinaface_packages):
+    folder = retinaface_packages["fp32"]
     doc = json.loads((folder / "anchors.json").read_text())
     meta = json.loads((folder / "model_meta.json").read_text())
     deploy = create_model("retinaface_mnet025").deploy
@@ -188,8 +181,8 @@ def test_yolo_export_packages_with_its_grid_and_in_graph_decode(random_export_fa
 
 
 @pytest.mark.slow
-def test_model_meta_describes_the_contract(packages, retinaface_export):
-    folder = packages["fp32"]
+def test_model_meta_describes_the_contract(retinaface_packages, retinaface_export):
+    folder = retinaface_packages["fp32"]
     meta = json.loads((folder / "model_meta.json").read_text())
     assert meta["schema_version"] == "mobilekit.flutter/1"
     assert meta["model"]["name"] == "retinaface_mnet025" and meta["model"]["parameters"] == 426_608
@@ -217,8 +210,8 @@ def test_model_meta_describes_the_contract(packages, retinaface_export):
 
 
 @pytest.mark.slow
-def test_metadata_is_embedded_and_the_model_still_runs_identically(packages, retinaface_export):
-    folder = packages["fp32"]
+def test_metadata_is_embedded_and_the_model_still_runs_identically(retinaface_packages, retinaface_export):
+    folder = retinaface_packages["fp32"]
     meta = json.loads((folder / "model_meta.json").read_text())
     embedded = read_embedded_metadata(folder / "model.tflite")
     assert embedded["embedded_as"] == "mobilekit_meta"
@@ -233,10 +226,10 @@ def test_metadata_is_embedded_and_the_model_still_runs_identically(packages, ret
 
 
 @pytest.mark.slow
-def test_embedding_twice_replaces_the_entry(packages, tmp_path):
-    target = embed_metadata(packages["fp32"] / "model.tflite", tmp_path / "again.tflite", {"version": 2})
+def test_embedding_twice_replaces_the_entry(retinaface_packages, tmp_path):
+    target = embed_metadata(retinaface_packages["fp32"] / "model.tflite", tmp_path / "again.tflite", {"version": 2})
     assert read_embedded_metadata(target) == {"version": 2}
-    assert target.stat().st_size < (packages["fp32"] / "model.tflite").stat().st_size
+    assert target.stat().st_size < (retinaface_packages["fp32"] / "model.tflite").stat().st_size
 
 
 def test_parity_is_taken_from_a_parity_report_in_the_export_folder(tmp_path):
@@ -322,24 +315,24 @@ def test_cli_packages_and_reports_user_errors(retinaface_export, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_packaged_dart_parses(packages):
+def test_packaged_dart_parses(retinaface_packages):
     from test_dart import syntax_errors
 
-    files = [path for folder in packages.values() for path in sorted(folder.rglob("*.dart"))]
+    files = [path for folder in retinaface_packages.values() for path in sorted(folder.rglob("*.dart"))]
     assert files
     for path in files:
         assert not syntax_errors(path.read_bytes()), f"{path}: {syntax_errors(path.read_bytes())}"
 
 
 @pytest.mark.slow
-def test_golden_camera_frames_decode_to_pytorchs_faces(packages, torch_model, shared):
+def test_golden_camera_frames_decode_to_pytorchs_faces(retinaface_packages, torch_model, shared):
     """An NV21 frame from a sensor turned 90 degrees and a mirrored BGRA frame of a real photo: the stored
     frame rebuilds the stored model input with camera_input, and the faces in preview pixels are
     PyTorch's on the upright photo (every face >= 0.5 at IoU >= 0.9)."""
     from mobilekit.flutter import camera_input
     from mobilekit.inference import detect_image
 
-    folder = packages["fp32"]
+    folder = retinaface_packages["fp32"]
     meta, anchors, settings, runtime = load_package(folder)
     index = json.loads((folder / meta["golden"]["index"]).read_text())
     photo = read_image(shared / "images" / meta["golden"]["source_image"])
@@ -362,7 +355,7 @@ def test_golden_camera_frames_decode_to_pytorchs_faces(packages, torch_model, sh
 
 
 @pytest.mark.slow
-def test_dart_takes_its_constants_from_model_meta(packages):
+def test_dart_takes_its_constants_from_model_meta(retinaface_packages):
     """The Dart decoder reads every decoder setting from model_meta.json (variances, thresholds, NMS
     convention, top-k) and hard-codes no other float than 0, 0.5 and 1 (pixel centres, clamps);
     the output names it reads for this kind are the package's."""
@@ -371,7 +364,7 @@ def test_dart_takes_its_constants_from_model_meta(packages):
     import tree_sitter
     import tree_sitter_dart
 
-    folder = packages["fp32"]
+    folder = retinaface_packages["fp32"]
     meta = json.loads((folder / "model_meta.json").read_text())
     source = (folder / "lib" / "face_decoder.dart").read_bytes()
     text = source.decode()

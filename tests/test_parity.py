@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from mobilekit.converters.parity import ArtefactParity, check_artefacts, judge, match_faces, tensor_metrics
+from mobilekit.converters.parity import ArtefactParity, check_artefacts, face_agreement, judge, summarize_faces, tensor_metrics
 from mobilekit.families import ParityTolerance
 from mobilekit.postprocess import Detections
 
@@ -33,11 +33,14 @@ def test_retinaface_parity_meets_every_target(retinaface_parity):
             assert metrics["cosine"] > 0.999999, (file, name, metrics)
     fp16 = _artefact(report, "retinaface_mnet025_640_fp16.tflite")["faces"]
     assert fp16["faces"] >= 20, "the shared photos must hold real faces for the detection checks to mean anything"
-    assert min(fp16["ious"]) >= 0.9
+    assert fp16["recall"] == 1.0 and fp16["precision"] == 1.0 and min(fp16["ious"]) >= 0.9
     for file in ("retinaface_mnet025_640_int8.tflite", "retinaface_mnet025_640_int8_full.tflite"):
-        faces = _artefact(report, file)["faces"]
-        assert sum(v >= 0.5 for v in faces["ious"]) >= 0.95 * faces["faces"], (file, faces["matched"], faces["faces"])
+        artefact = _artefact(report, file)
+        faces = artefact["faces"]
+        assert faces["images"] == 3 and artefact["calibration_faces"]["images"] == 3  # judged on the held-out half
+        assert faces["recall"] >= 0.97 and faces["precision"] >= 0.95, (file, artefact["verdict"])
         assert faces["mean_landmark_error_px"] < 5.0
+        assert "XNNPACK" in artefact["kernels"] and artefact["builtin"]["error"] is None
     for artefact in report["artefacts"]:
         assert artefact["export_seconds"] > 0
         assert artefact["passed"] and artefact["criterion"]
@@ -94,9 +97,15 @@ def test_parity_on_a_random_init_export_rebuilds_the_same_model(random_export_fa
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(__import__("mobilekit.models", fromlist=["list_models"]).list_models()))
 def test_every_registered_model_fp32_files_match_pytorch(name, random_export_factory, two_shared_images):
+    from mobilekit.families import family_of
+    from mobilekit.models import create_model
+
     report = check_artefacts(random_export_factory(name), two_shared_images)
+    deploy = create_model(name).deploy
+    groups = {g for output in deploy.output_names for g in family_of(deploy).output_groups(output, deploy)}
     for artefact in report["artefacts"]:
         assert artefact["passed"], (artefact["file"], artefact["verdict"])
+        assert set(artefact["tensors"]) == groups  # each output (ADYOLOv5-Face: each column group) reported
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -106,21 +115,27 @@ def _dets(boxes, scores) -> Detections:
     return Detections(boxes, np.asarray(scores, dtype=np.float32), landmarks)
 
 
-def test_match_faces_counts_matches_misses_and_extras():
-    reference = _dets([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]], [0.9, 0.8, 0.3])
-    test = _dets([[0, 0, 10, 11], [100, 100, 120, 120], [50, 50, 60, 60]], [0.85, 0.7, 0.6])
-    result = match_faces(reference, test)
-    assert result["faces"] == 2 and result["matched"] == 1 and result["missed"] == 1
-    assert result["extra"] == 1  # the face at 100,100; the one at 50,50 matches a weak reference detection
-    assert result["ious"][0] == pytest.approx(10 * 10 / (10 * 11), rel=1e-4)
-    assert result["max_score_diff"] == pytest.approx(0.05, abs=1e-6)
-    assert result["mean_landmark_error_px"] == pytest.approx(0.0)
+def test_face_agreement_judges_at_the_app_threshold_with_a_margin():
+    reference = _dets([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60], [70, 70, 80, 80]], [0.9, 0.8, 0.35, 0.9])
+    test = _dets([[0, 0, 10, 11], [100, 100, 120, 120], [50, 50, 60, 60], [70, 70, 80, 80]], [0.85, 0.7, 0.6, 0.1])
+    result = face_agreement(reference, test, match_iou=0.5)
+    # recall: 3 reference faces >= 0.5; the one at 70,70 is only scored 0.1 by the file (an app loses it)
+    assert result["faces"] == 3 and result["found"] == 1
+    assert result["matched_any"] == 2  # the old lenient count still pairs it with the 0.1 detection
+    # precision: 3 file faces >= 0.5; the one at 50,50 is confirmed by the reference's 0.35 (margin)
+    assert result["file_faces"] == 3 and result["confirmed"] == 2
+    assert result["ious"][0] == pytest.approx(10 * 10 / (10 * 11), rel=1e-4) and result["ious"][1:] == [0.0, 0.0]
+    assert result["score_drift"] == [pytest.approx(0.05, abs=1e-6)]
+    summary = summarize_faces([result, face_agreement(reference, reference, 0.9)])
+    assert summary["found"] == 4 and summary["faces"] == 6 and summary["recall"] == pytest.approx(4 / 6)
+    assert summary["precision"] == pytest.approx(5 / 6) and summary["score_drift_max"] == pytest.approx(0.05, abs=1e-6)
 
 
-def test_match_faces_identical_detections():
-    reference = _dets([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8])
-    result = match_faces(reference, reference)
-    assert result["ious"] == [1.0, 1.0] and result["missed"] == 0 and result["extra"] == 0
+def test_face_agreement_iou_threshold_is_the_precisions():
+    reference = _dets([[0, 0, 10, 10]], [0.9])
+    shifted = _dets([[0, 0, 10, 12]], [0.9])  # IoU 0.833
+    assert face_agreement(reference, shifted, 0.5)["found"] == 1
+    assert face_agreement(reference, shifted, 0.9)["found"] == 0
 
 
 def test_tensor_metrics():
@@ -131,13 +146,29 @@ def test_tensor_metrics():
     assert 0.99 < metrics["cosine"] < 1.0
 
 
+def _faces(found, faces, confirmed, file_faces, images=3):
+    return {"found": found, "faces": faces, "confirmed": confirmed, "file_faces": file_faces, "images": images,
+            "recall": found / faces, "precision": confirmed / file_faces, "score_drift_median": 0.01, "score_drift_max": 0.1}
+
+
 def test_judge_uses_detection_criteria_for_reduced_precision():
-    result = ArtefactParity("m_int8.tflite", "tflite", "int8", "int8", 1.0, faces={"faces": 20, "ious": [0.6] * 19 + [0.0]})
+    result = ArtefactParity("m_int8.tflite", "tflite", "int8", "int8", 1.0, faces=_faces(19, 20, 19, 20))
     judge(result, ParityTolerance())
-    assert result.passed and "detections, not tensors" in result.criterion
-    result = ArtefactParity("m_fp16.tflite", "tflite", "fp16", "fp16", 1.0, faces={"faces": 2, "ious": [0.95, 0.89]})
+    assert result.passed and "not used for calibration" in result.criterion
+    result = ArtefactParity("m_int8.tflite", "tflite", "int8", "int8", 1.0, faces=_faces(20, 20, 18, 20))
+    judge(result, ParityTolerance())
+    assert not result.passed  # 90% precision
+    result = ArtefactParity("m_fp16.tflite", "tflite", "fp16", "fp16", 1.0, faces=_faces(19, 20, 20, 20))
     judge(result, ParityTolerance())
     assert not result.passed
+    result = ArtefactParity("m_int8.tflite", "tflite", "int8", "int8", 1.0, faces=_faces(0, 1, 0, 1, images=0))
+    result.faces["images"] = 0
+    judge(result, ParityTolerance())
+    assert not result.passed and "nothing held out" in result.verdict
+    crashed = ArtefactParity("m_int8.tflite", "tflite", "int8", "int8", 1.0, error="xnnpack: exit status -6: double free")
+    judge(crashed, ParityTolerance())
+    assert not crashed.passed and "double free" in crashed.verdict
+
 
 
 # -- the float64 reference ------------------------------------------------------------------------

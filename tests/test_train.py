@@ -265,3 +265,50 @@ def test_batches_cross_to_the_device_as_uint8_and_train_in_float32(tiny_data, tm
         assert on_device.dtype == torch.float32 and torch.equal(on_device, images.float())
     finally:
         trainer.close()
+
+
+def _first_step_losses(config: TrainConfig, steps: int = 2) -> list[float]:
+    trainer = Trainer(config)
+    try:
+        batches = [batch for batch, _ in zip(trainer._loader(0), range(steps))]
+        return [trainer._step(images, targets, 0, i)["total"] for i, (images, targets, _) in enumerate(batches)]
+    finally:
+        trainer.close()
+
+
+def test_the_same_seed_gives_the_same_losses(tiny_data, tmp_path) -> None:
+    """Augmentation, shuffling and initialisation all follow the seed: training results replay exactly."""
+    first = _first_step_losses(tiny_config(tiny_data, tmp_path / "a"))
+    assert _first_step_losses(tiny_config(tiny_data, tmp_path / "b")) == first
+    assert _first_step_losses(tiny_config(tiny_data, tmp_path / "c", seed=1)) != first
+
+
+def test_force_ddp_without_torchrun_is_a_clear_error(tiny_data, tmp_path, monkeypatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(MobilekitError, match="--force-ddp needs torchrun: RANK, WORLD_SIZE, MASTER_ADDR not set"):
+        Trainer(tiny_config(tiny_data, tmp_path, force_ddp=True))
+
+
+def test_ddp_kept_on_at_world_size_one_trains_like_the_plain_run(tiny_data, tmp_path, monkeypatch) -> None:
+    """What torchrun --nproc_per_node 1 sets; DDP (gloo here, NCCL on a GPU) must not change the losses."""
+    import socket
+
+    from mobilekit.benchmarks.ddp_check import compare
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)
+    result = compare(tiny_config(tiny_data, tmp_path), steps=2)
+    assert result["backend"] == "gloo" and result["world_size"] == 1
+    assert len(result["ddp_losses"]) == 2 and result["ddp_losses"] == result["plain_losses"]
+    assert not torch.distributed.is_initialized()  # closed with the trainer
+
+
+@pytest.mark.slow
+def test_compiled_training_gives_the_eager_losses(tiny_data, tmp_path) -> None:
+    eager = _first_step_losses(tiny_config(tiny_data, tmp_path / "eager", ema=False))
+    compiled = _first_step_losses(tiny_config(tiny_data, tmp_path / "compiled", ema=False, compile=True))
+    assert compiled == pytest.approx(eager, rel=1e-4)

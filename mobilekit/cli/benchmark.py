@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from mobilekit.cli.options import check_int_list, check_sizes
+from mobilekit.cli.options import check_int_list, check_int_list_or_zero, check_sizes
 from mobilekit.errors import MobilekitError
 from mobilekit.paths import PROJECT_ROOT, shared_dir
 
@@ -27,6 +27,11 @@ def parse_int_list(text: str, option: str) -> list[int]:
     if not values or min(values) < 1:
         raise MobilekitError(f"{option} takes positive integers, got {text!r}")
     return sorted(set(values))
+
+
+def parse_counts(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2] (checked while parsing by ``check_int_list_or_zero``)."""
+    return sorted({int(v) for v in text.split(",") if v.strip()})
 
 
 def parse_sizes(text: str | None) -> list[tuple[int, int]]:
@@ -134,7 +139,7 @@ def benchmark(
 
 
 def benchmark_train(
-    models: list[str] = typer.Argument(..., help="Registered model names."),
+    models: Optional[list[str]] = typer.Argument(None, help="Registered model names (none with --data-only)."),
     imgsz: int = typer.Option(640, "--imgsz", min=32, help="Square training input size."),
     batch: str = typer.Option("2,4", "--batch", callback=check_int_list, help="Batch sizes, e.g. 2,4,8."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
@@ -144,21 +149,36 @@ def benchmark_train(
     steps: int = typer.Option(3, "--steps", min=1, help="Timed training steps per case."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed steps first."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows here (default: benchmarks/results/training_DEVICE_TIME.json)."),
+    data_only: bool = typer.Option(False, "--data-only", help="Measure the data pipeline alone (images/s per worker, MB per batch of the largest --batch)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="--data-only: dataset root or label.txt (default: the shared photos, pseudo-labelled)."),
+    reference_repo: Optional[Path] = typer.Option(None, "--reference-repo", help="--data-only: a Pytorch_Retinaface checkout to measure its WiderFaceDetection + preproc."),
+    workers: str = typer.Option("0,1", "--workers", callback=check_int_list_or_zero, help="--data-only: DataLoader worker counts, e.g. 0,1,2."),
+    rounds: int = typer.Option(5, "--rounds", min=1, help="--data-only: interleaved passes over the dataset per pipeline."),
 ) -> None:
     """Training throughput (images/s, step time) and the peak memory of one training step, each case in a
     fresh process: forward, the model's own loss, backward and AdamW on random images with three faces.
+    With --data-only: the data pipeline alone (see benchmarks/README.md).
 
     Examples:
 
       mobilekit benchmark-train featherface_v1 adyolov5_face --imgsz 640 --batch 2,4
 
       mobilekit benchmark-train featherface_v2 --device cuda --amp --channels-last --batch 32,64
+
+      mobilekit benchmark-train --data-only --reference-repo Pytorch_Retinaface/ --batch 32 --workers 0,2
     """
     from mobilekit.benchmarks.hardware import machine_description
     from mobilekit.benchmarks.report import write_json
     from mobilekit.benchmarks.training import TrainCase, measure_training_isolated, training_table
     from mobilekit.models import list_models
 
+    if data_only:
+        from mobilekit.benchmarks.data_report import data_benchmark_command
+
+        data_benchmark_command(data, reference_repo, imgsz, max(parse_int_list(batch, "--batch")), parse_counts(workers), rounds, json_out)
+        return
+    if not models:
+        raise MobilekitError("benchmark-train needs model names (or --data-only)")
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise MobilekitError(f"unknown model(s) {unknown}; choose from {list_models()}")

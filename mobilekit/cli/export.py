@@ -29,6 +29,11 @@ def export(
     int8: bool = typer.Option(False, "--int8", help="Also write int8 (float I/O) and full-integer (uint8 I/O) TFLite; needs --calib-images."),
     calib_images: Optional[Path] = typer.Option(None, "--calib-images", help="Folder of real photos for int8 calibration."),
     calib_count: int = typer.Option(200, "--calib-count", min=1, help="At most this many calibration images."),
+    keep_float: Optional[str] = typer.Option(
+        None,
+        "--keep-float",
+        help="int8 layers left in float: 'auto' (fewest layers, ranked by TF's quantisation debugger, until the detections on the calibration photos meet the int8 target), 'heads', op types (FULLY_CONNECTED) or tensor names, comma-separated; 'none' for a fully int8 graph. Default: the model's declaration.",
+    ),
     opset: int = typer.Option(17, "--opset", min=17, help="ONNX opset (>= 17)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic H/W in the ONNX files (priors then come from the metadata); TFLite stays static."),
     out: Path = typer.Option(Path("exports"), "--out", help="Output folder."),
@@ -53,6 +58,9 @@ def export(
         raise MobilekitError(f"no weights for {name}: pass --weights PATH (or --random-init for a test export)")
     if calib_images is not None and not int8:
         raise MobilekitError("--calib-images is only used with --int8")
+    if keep_float is not None and not int8:
+        raise MobilekitError("--keep-float is only used with --int8")
+    layers = None if keep_float is None else parse_keep_float(keep_float)
     model = build_source_model(name, weights, seed if random_init else None)
     size = parse_size(imgsz) or model.deploy.input_size
     formats = resolve_formats(onnx, simplify, tflite, fp16, int8)
@@ -68,8 +76,21 @@ def export(
         opset=opset,
         dynamic=dynamic,
         source=source_metadata(weights, seed if random_init else None, name),
+        keep_float=layers,
     )
     _print_summary(console, paths)
+
+
+def parse_keep_float(value: str) -> tuple[str, ...]:
+    """``--keep-float`` text -> layer specs; ``none`` -> () (fully int8); ``auto`` only on its own."""
+    specs = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not specs:
+        raise MobilekitError("--keep-float needs a value: auto, heads, none, op types or tensor names")
+    if specs == ("none",):
+        return ()
+    if ("auto" in specs or "none" in specs) and len(specs) > 1:
+        raise MobilekitError(f"--keep-float {value!r}: 'auto' and 'none' cannot be combined with other entries")
+    return specs
 
 
 def _print_summary(console: Console, paths: list[Path]) -> None:
@@ -88,6 +109,9 @@ def _print_summary(console: Console, paths: list[Path]) -> None:
         xnnpack = analysis.get("xnnpack_load")
         if xnnpack and not xnnpack["ok"]:
             note += f"; [bold red]LiteRT with XNNPACK (its CPU default) FAILS on this file: {xnnpack['error']}[/]"
+        kept = (meta.get("tflite", {}).get("keep_float") or {}).get("layers")
+        if kept:
+            note += f"; {len(kept)} layer(s) kept in float"
         table.add_row(path.name, f"{meta['artefact']['bytes'] / 1024:,.0f} KiB", f"{meta['artefact']['export_seconds']:.1f}", note)
         notes = meta.get("notes", notes)
     console.print(table)

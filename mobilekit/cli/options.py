@@ -50,6 +50,15 @@ def check_int_list(value: Optional[str]) -> Optional[str]:
     return value
 
 
+def check_int_list_or_zero(value: Optional[str]) -> Optional[str]:
+    """Comma-separated integers >= 0: ``0,1,2``."""
+    if value is not None:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if not items or not all(item.isdigit() for item in items):
+            raise typer.BadParameter(f"takes comma-separated integers >= 0, got {value!r}")
+    return value
+
+
 def check_device(value: Optional[str]) -> Optional[str]:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether CUDA is usable is checked when it is used)."""
     if value is not None and not DEVICE_PATTERN.fullmatch(value):

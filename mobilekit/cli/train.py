@@ -46,6 +46,8 @@ def train_command(
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw or sgd."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (runs are reproducible)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show the progress bar."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model for training (slow to start on CPU)."),
+    force_ddp: Optional[bool] = typer.Option(None, "--force-ddp/--no-force-ddp", help="Under torchrun, keep DDP on with one process (checks the DDP path on one GPU)."),
 ) -> None:
     """Train a face detector; writes OUT/last.pt, OUT/best.pt, OUT/best_weights.pth, results.csv,
     TensorBoard events and curves.png.
@@ -61,6 +63,8 @@ def train_command(
       mobilekit train --resume runs/v1/last.pt
 
       torchrun --nproc_per_node 4 $(which mobilekit) train --model featherface_v1 --data widerface/ --device cuda --amp --batch auto
+
+      torchrun --nproc_per_node 1 $(which mobilekit) train --data synth/ --device cuda --force-ddp --compile
     """
     from mobilekit.training import load_config, train
 
@@ -71,6 +75,7 @@ def train_command(
         "init_weights": str(init_weights) if init_weights else None,
         "teacher": str(teacher) if teacher else None, "teacher_model": teacher_model, "out": str(out) if out else None,
         "workers": workers, "threads": threads, "lr": lr, "optimizer": optimizer, "seed": seed, "progress": progress,
+        "compile": compile_model, "force_ddp": force_ddp,
     }  # fmt: skip
     if resume is not None and config is None:
         base = _checkpoint_config(resume)

@@ -44,6 +44,7 @@ OUTPUT_MEANINGS = {
     "landmarks": "[1, K, 10] 5 landmarks x, y interleaved in model-input pixels (order: landmark_order)",
     "num_detections": "[1] float32: number of valid rows (TF Object Detection API convention)",
 }
+SCORE_OUTPUT = "scores"
 
 
 def output_columns(name: str, deploy: DeployConfig) -> list[str]:

@@ -2,7 +2,9 @@
 
 Layout (see ``flutter_assets/README.md``)::
 
-    model.tflite          the chosen variant, with model_meta.json embedded ("mobilekit_meta")
+    model.tflite          the chosen variant, with model_meta.json embedded ("mobilekit_meta"), the
+                          standard TFLite Metadata ("TFLITE_METADATA") and anchors.json + labels.txt
+                          as its associated files (a zip appended to the file)
     model_meta.json       input/output contract, decoder settings, priors, parity, versions
     anchors.json          priors in output-row order (or the YOLO grid description)
     labels.txt            one class: face
@@ -28,11 +30,11 @@ import numpy as np
 from mobilekit.config import DeployConfig
 from mobilekit.converters.metadata import find_artefacts, sha256_file, sidecar_path, tool_versions
 from mobilekit.converters.runtimes import TFLiteRuntime
-from mobilekit.converters.variants import TFLITE_VARIANTS
+from mobilekit.converters.variants import TFLITE_VARIANTS, VARIANT
 from mobilekit.atomic import write_json_atomic
 from mobilekit.errors import MobilekitError
 from mobilekit.flutter import end_to_end as e2e_graph
-from mobilekit.flutter import camera_input, reference_decoder
+from mobilekit.flutter import camera_input, reference_decoder, standard_metadata
 from mobilekit.flutter.readme_template import APP_README
 from mobilekit.families import decode_outputs, family_of
 from mobilekit.flutter.tflite_metadata import METADATA_NAME, embed_metadata
@@ -43,6 +45,7 @@ from mobilekit.postprocess import Detections
 SCHEMA_VERSION = "mobilekit.flutter/1"
 DART_SOURCES = PROJECT_ROOT / "flutter_assets" / "dart"
 LABELS = ("face",)
+ASSOCIATED_FILES = ("anchors.json", "labels.txt")  # packed into model.tflite for the standard metadata
 
 
 class PackageError(MobilekitError):
@@ -166,7 +169,7 @@ def parity_from_export(export_dir: Path, artefact_name: str) -> dict | None:
 def quick_parity(meta: dict, deploy: DeployConfig, image: np.ndarray, outputs: dict, faces: Detections, e2e: bool) -> dict:
     """PyTorch vs the packaged model on the golden image: tensors (plain model) and faces."""
     from mobilekit.converters.model_source import rebuild_source_model
-    from mobilekit.converters.parity import FACE_SCORE, match_faces, tensor_metrics
+    from mobilekit.converters.parity import FACE_SCORE, face_agreement, summarize_faces, tensor_metrics
     from mobilekit.converters.runtimes import TorchRuntime
     source = meta["model"]
     weights = source.get("weights")
@@ -180,7 +183,7 @@ def quick_parity(meta: dict, deploy: DeployConfig, image: np.ndarray, outputs: d
     result = {
         "source": "golden image, computed at packaging",
         "face_score": FACE_SCORE,
-        "faces": match_faces(ref_faces, faces),
+        "faces": summarize_faces([face_agreement(ref_faces, faces, family_of(deploy).parity_tolerance(deploy).match_iou(VARIANT[meta["artefact"]["variant"]].precision))]),
         "reference_decode": "mobilekit.families.decode_outputs" + (" with nms_offset=0 (TF NMS convention)" if e2e else ""),
     }
     if not e2e:
@@ -314,14 +317,13 @@ def package_export(
             "detections": "golden/expected_detections.json",
             "index": "golden/index.json",
         }
-        # The embedded copy cannot hold the final file's own sha256; model_meta.json does.
-        embed_metadata(source_model, staging / "model.tflite", {**package_meta, "embedded_as": METADATA_NAME})
-        if source_model != tflite_path:
-            source_model.unlink()
-        package_meta["model"]["sha256"] = sha256_file(staging / "model.tflite")
-        write_json_atomic(staging / "model_meta.json", package_meta)
         write_json_atomic(staging / "anchors.json", anchors_doc)
         (staging / "labels.txt").write_text("\n".join(LABELS) + "\n")
+        score_output = e2e_graph.SCORE_OUTPUT if end_to_end else family_of(deploy).score_output
+        write_model(source_model, staging, package_meta, score_output)
+        if source_model != tflite_path:
+            source_model.unlink()
+        write_json_atomic(staging / "model_meta.json", package_meta)
         (staging / "pubspec_snippet.yaml").write_text(PUBSPEC_SNIPPET.format(folder=f"assets/{out_dir.name}"))
         (staging / "README.md").write_text(_readme(package_meta))
         golden_dir = staging / "golden" / "outputs"
@@ -343,6 +345,19 @@ def package_export(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def write_model(source: Path, folder: Path, package_meta: dict, score_output: str) -> Path:
+    """``folder/model.tflite``: ``source`` with mobilekit's JSON and the standard TFLite Metadata embedded,
+    then ``anchors.json`` and ``labels.txt`` from ``folder`` appended as its associated files (last:
+    embedding rewrites the flatbuffer). Records the final file's sha256 in ``package_meta``, which the
+    embedded copy cannot hold."""
+    target = folder / "model.tflite"
+    standard = standard_metadata.to_buffer(standard_metadata.describe(package_meta, score_output))
+    embed_metadata(source, target, {**package_meta, "embedded_as": METADATA_NAME}, {standard_metadata.METADATA_NAME: standard})
+    standard_metadata.append_associated_files(target, {name: (folder / name).read_bytes() for name in ASSOCIATED_FILES})
+    package_meta["model"]["sha256"] = sha256_file(target)
+    return target
 
 
 def write_raw_goldens(folder: Path, image: np.ndarray, outputs: dict[str, np.ndarray]) -> dict:

@@ -26,6 +26,11 @@ Everything (columns, variances, NMS area convention) is in `model_meta.json`; th
 `anchors.json` in output-row order, so the app never recomputes them (`generateAnchors` exists to
 check them).
 
+`model.tflite` describes itself too: it carries the standard TFLite Metadata (RGB input with mean 0 /
+std 1, i.e. raw pixels; the outputs above by name; `anchors.json` and `labels.txt` packed inside as
+associated files), which Android Studio's ML model binding, Netron and TFLite Support's
+`MetadataDisplayer` show, and `model_meta.json` embedded as `mobilekit_meta`.
+
 ## Running it with tflite_flutter
 
 ```dart

@@ -59,6 +59,8 @@ class TrainConfig:
     kd_weight: float = 1.0
     kd_score_threshold: float = 0.5
     channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the training model (minutes of compilation on a small CPU)
+    force_ddp: bool = False  # under torchrun, keep DistributedDataParallel on at world size 1
     progress: bool = True
     tensorboard: bool = True
 

@@ -1,7 +1,8 @@
 """The training loop: ``train(config) -> TrainResult``.
 
 CPU or CUDA (AMP in bf16 where supported else fp16 with a GradScaler, channels_last, pinned memory,
-cudnn.benchmark), one process or many under ``torchrun`` (DistributedDataParallel), EMA weights,
+cudnn.benchmark, optional ``torch.compile``), one process or many under ``torchrun``
+(DistributedDataParallel, optionally kept on for a single process), EMA weights,
 warm-up + cosine/step schedule, gradient clipping, a NaN/inf guard, seeded determinism and atomic
 per-epoch checkpoints that resume exactly.
 """
@@ -65,7 +66,12 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _worker_init(worker_id: int) -> None:
+def worker_init(worker_id: int) -> None:
+    """A DataLoader worker: Python and NumPy seeded from its torch seed; OpenCV on one thread (N workers
+    with a thread pool each would oversubscribe the cores; results are the same)."""
+    import cv2
+
+    cv2.setNumThreads(1)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
@@ -109,7 +115,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.cfg = cfg = config.validate()
         self.device = resolve_device(cfg.device)
-        self.dist: DistInfo = init_distributed(self.device.type)
+        self.dist: DistInfo = init_distributed(self.device.type, cfg.force_ddp)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.console = Console(quiet=not self.dist.is_main, soft_wrap=True)
@@ -149,6 +155,8 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self.ddp_model = torch.compile(self.ddp_model)  # checkpoints, EMA and evaluation keep self.model
         self.run_log = RunLog(self.out, cfg.tensorboard, self.start_epoch) if self.dist.is_main else None
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -236,7 +244,7 @@ class Trainer:
             num_workers=self.cfg.workers,
             pin_memory=self.device.type == "cuda",
             collate_fn=detection_collate,
-            worker_init_fn=_worker_init,
+            worker_init_fn=worker_init,
             generator=generator,
         )
 

@@ -1,0 +1,126 @@
+"""Selective (mixed-precision) int8: layers left in float inside an otherwise integer TFLite model.
+
+Runs inside the TFLite worker (TensorFlow imported). A layer is named by its output tensor in the
+calibrated model, the name TensorFlow's MLIR quantiser deny-lists. ``--keep-float`` takes:
+
+- ``heads``: the last computing op before each output (only reshapes / concatenations / softmax after it);
+- an op type in capitals (``FULLY_CONNECTED``): every op of that type;
+- a tensor name (as listed in the sidecar's ``int8.float_layers`` of an earlier export);
+- ``auto``: layers ranked by TensorFlow's quantisation debugger (per-layer RMSE in quantisation steps on
+  the calibration photos), the fewest top-ranked kept in float until the detections on those photos
+  meet the target.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+import types
+from typing import Callable
+
+import numpy as np
+
+SHAPE_ONLY_OPS = frozenset({"RESHAPE", "CONCATENATION", "DEQUANTIZE", "QUANTIZE", "SOFTMAX", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"})
+AUTO_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
+
+
+class KeepFloatError(ValueError):
+    """A ``--keep-float`` entry that names nothing in the model."""
+
+
+def _interpreter(model: bytes):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=model)
+
+
+def _op_outputs(model: bytes) -> list[tuple[str, str]]:
+    """``(op type, output tensor name)`` of every op of the calibrated model."""
+    interpreter = _interpreter(model)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return [(op["op_name"], names[op["outputs"][0]]) for op in interpreter._get_ops_details() if op["outputs"].size]
+
+
+def head_layers(model: bytes) -> list[str]:
+    """The last computing op before each output, following shape-only ops backwards."""
+    interpreter = _interpreter(model)
+    ops = interpreter._get_ops_details()
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    producer = {int(t): op for op in ops for t in op["outputs"]}
+    pending = [int(d["index"]) for d in interpreter.get_output_details()]
+    seen: set[int] = set()
+    heads: list[str] = []
+    while pending:
+        tensor = pending.pop()
+        if tensor in seen or tensor not in producer:
+            continue
+        seen.add(tensor)
+        op = producer[tensor]
+        if op["op_name"] in SHAPE_ONLY_OPS:
+            pending.extend(int(i) for i in op["inputs"] if i >= 0)
+        else:
+            heads.append(names[tensor])
+    return sorted(heads)
+
+
+def resolve_layers(model: bytes, specs: list[str]) -> list[str]:
+    """Tensor names for ``specs`` (``heads``, op types, tensor names); raises naming an unknown entry."""
+    ops = _op_outputs(model)
+    names = {name for _, name in ops}
+    chosen: list[str] = []
+    for spec in specs:
+        if spec == "heads":
+            found = head_layers(model)
+        elif re.fullmatch(r"[A-Z][A-Z0-9_]*", spec):
+            found = [name for op_type, name in ops if op_type == spec]
+        else:
+            found = [spec] if spec in names else []
+        if not found:
+            raise KeepFloatError(f"--keep-float entry '{spec}' matches no layer of the model (op types present: {sorted({t for t, _ in ops})})")
+        chosen += [name for name in found if name not in chosen]
+    return chosen
+
+
+def rank_layers(saved_dir, calib: np.ndarray, input_name: str) -> list[str]:
+    """Layers by TensorFlow's quantisation debugger, worst first: RMSE of each layer's int8 output against
+    its float computation from the same (quantised) inputs, in units of its quantisation step."""
+    import tensorflow as tf
+
+    def dataset():
+        for image in calib:
+            yield [image[None].astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir), signature_keys=["serving_default"])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ({input_name: x[0]} for x in dataset())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"scale": lambda f, q, scale, zero: scale})
+    # The debugger's interpreters would load LiteRT's XNNPACK delegate, which some int8 graphs crash.
+    module = importlib.import_module("tensorflow.lite.tools.optimize.debugging.python.debugger")
+    builtin = functools.partial(tf.lite.Interpreter, experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    original, module._interpreter = module._interpreter, types.SimpleNamespace(Interpreter=builtin)
+    try:
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset, debug_options=options)
+        debugger.run()
+    finally:
+        module._interpreter = original
+    scored = []
+    for key, stats in debugger.layer_statistics.items():
+        name = key.rsplit(":", 1)[0].removeprefix("NumericVerify/")
+        name = name[:-1] if name[-1:].isdigit() else name  # the debugger's suffix on the verified tensor
+        if stats.get("scale"):
+            scored.append((float(np.sqrt(stats["mean_squared_error"]) / stats["scale"]), name))
+    return [name for _, name in sorted(scored, reverse=True)]
+
+
+def auto_layers(ranked: list[str], meets_target: Callable[[list[str]], bool]) -> list[str]:
+    """The fewest top-ranked layers (0, 1, 2, 4, ... 64) whose float copy makes ``meets_target`` true;
+    all 64 when none does (the caller reports the shortfall)."""
+    for count in AUTO_STEPS:
+        layers = ranked[:count]
+        if meets_target(layers):
+            return layers
+        if count >= len(ranked):
+            break
+    return ranked[: AUTO_STEPS[-1]]
