@@ -49,6 +49,33 @@ def ssd_anchors(cfg: SsdAnchorConfig, input_hw: tuple[int, int]) -> np.ndarray:
     return np.concatenate(levels).astype(np.float32)
 
 
+def ssd_anchor_scales(cfg: SsdAnchorConfig, input_hw: tuple[int, int]) -> np.ndarray:
+    """Per anchor of :func:`ssd_anchors`, the scale (side / input side) ``SsdAnchorsCalculator`` would give it
+    without ``fixed_anchor_size``: layer ``i`` of ``L`` has ``min + (max - min) * i / (L - 1)`` (the mean of
+    the two when L = 1), its interpolated anchor ``sqrt(scale_i * scale_{i+1})`` (1.0 after the last layer).
+    The network's anchor slots specialise in these sizes; training matches faces to them."""
+    count = len(cfg.strides)
+
+    def layer_scale(index: int) -> float:
+        if count == 1:
+            return (cfg.min_scale + cfg.max_scale) / 2
+        return cfg.min_scale + (cfg.max_scale - cfg.min_scale) * index / (count - 1)
+
+    height, width = input_hw
+    levels, index = [], 0
+    while index < count:
+        stride, slots = cfg.strides[index], []
+        while index < count and cfg.strides[index] == stride:
+            scale = layer_scale(index)
+            slots += [scale] * len(cfg.aspect_ratios)
+            if cfg.interpolated_scale_aspect_ratio > 0:
+                slots.append(math.sqrt(scale * (1.0 if index == count - 1 else layer_scale(index + 1))))
+            index += 1
+        cells = math.ceil(height / stride) * math.ceil(width / stride)
+        levels.append(np.tile(np.array(slots, dtype=np.float32), cells))
+    return np.concatenate(levels)
+
+
 def _sigmoid(x):
     if isinstance(x, torch.Tensor):
         return torch.sigmoid(x)

@@ -126,8 +126,9 @@ def load_backbone(model: nn.Module, path: str | os.PathLike) -> LoadReport:
 
 def load_partial(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     """Load every shared key of ``path`` into ``model`` (for fine-tuning a variant); anything that
-    does not fit is reported, never silently ignored: shape mismatches and unknown keys raise."""
-    state = read_state_dict(path)
+    does not fit is reported, never silently ignored: shape mismatches and unknown keys raise.
+    Reads any file the model reads (:func:`read_weights_for`), e.g. Google's ``.tflite`` for BlazeFace."""
+    state = read_weights_for(model, path)
     report = compare_state_dict(model, state, str(path))
     if report.mismatched or report.unexpected:
         raise CheckpointError(f"checkpoint {path} does not fit {type(model).__name__}: {report.describe()}")

@@ -95,12 +95,16 @@ class SsdAnchorConfig:
     a cell, plus one when ``interpolated_scale_aspect_ratio > 0``. An anchor is the cell centre
     ``((col + offset) / cols, (row + offset) / rows)`` with width = height = 1 (fixed size: the network
     regresses sizes in input pixels). Rows are ordered stride group -> row -> column -> anchor.
+    ``min_scale``/``max_scale`` are the calculator's anchor scales, unused by its fixed-size anchors; training
+    matches faces to the anchor slots by them (:func:`mobilekit.blazeface_decode.ssd_anchor_scales`).
     """
 
     strides: tuple[int, ...]
     aspect_ratios: tuple[float, ...] = (1.0,)
     interpolated_scale_aspect_ratio: float = 1.0
     anchor_offset: float = 0.5
+    min_scale: float = 0.1484375  # face_detection_{short,full}_range.pbtxt
+    max_scale: float = 0.75
 
     def __post_init__(self) -> None:
         if not self.strides or min(self.strides) < 1:
@@ -117,6 +121,8 @@ class SsdAnchorConfig:
             "aspect_ratios": list(self.aspect_ratios),
             "interpolated_scale_aspect_ratio": self.interpolated_scale_aspect_ratio,
             "anchor_offset": self.anchor_offset,
+            "min_scale": self.min_scale,
+            "max_scale": self.max_scale,
             "fixed_anchor_size": True,
             "order": "stride group -> row -> column -> anchor",
         }
@@ -124,7 +130,8 @@ class SsdAnchorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "SsdAnchorConfig":
         """Inverse of :meth:`to_dict`."""
-        return cls(tuple(d["strides"]), tuple(d["aspect_ratios"]), float(d["interpolated_scale_aspect_ratio"]), float(d["anchor_offset"]))
+        scales = {k: float(d[k]) for k in ("min_scale", "max_scale") if k in d}  # absent in sidecars written before training
+        return cls(tuple(d["strides"]), tuple(d["aspect_ratios"]), float(d["interpolated_scale_aspect_ratio"]), float(d["anchor_offset"]), **scales)
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,9 @@ class DeployConfig:
         return cls(**fields)
 
 
+# The 5 landmarks of a RetinaFace-layout label.txt, in file order ("left" is the image's left on an
+# unmirrored photo): the keypoints of the RetinaFace and YOLO families; other families map them to
+# their own keypoints (``DetectorFamily.keypoint_sources``).
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth_corner", "right_mouth_corner")
 
 

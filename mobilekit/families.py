@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
+
 from mobilekit.config import LANDMARK_NAMES, DeployConfig
 from mobilekit.postprocess import Detections, PostprocessConfig
 from mobilekit.yolo_decode import YOLO_NMS_OFFSET
@@ -51,6 +53,9 @@ class DetectorFamily:
     parity: ClassVar[ParityTolerance] = ParityTolerance()
     model_parity: ClassVar[dict[str, ParityTolerance]] = {}  # per-model exceptions, each with its measured reason
     keypoint_names: ClassVar[tuple[str, ...]] = LANDMARK_NAMES  # in output order; a model has the first num_landmarks
+    # Per keypoint, the label.txt landmarks (LANDMARK_NAMES) whose mean it is in training targets; a keypoint
+    # the labels lack maps to () and is masked in the loss. None: the keypoints are the label landmarks.
+    keypoint_sources: ClassVar[dict[str, tuple[str, ...]] | None] = None
     native_input_only: ClassVar[bool] = False  # whether images go to the model's deploy.input_size unless a size is given
 
     def postprocess(self, deploy: DeployConfig, **overrides) -> PostprocessConfig:
@@ -85,6 +90,17 @@ class DetectorFamily:
 
     def keypoint_columns(self, deploy: DeployConfig) -> list[str]:
         return [f"{name}_{axis}" for name in self.keypoints(deploy) for axis in ("x", "y")]
+
+    def label_keypoint_map(self, deploy: DeployConfig) -> np.ndarray:
+        """``[L, 5]`` float32 weights turning a label's 5 landmarks into ``deploy``'s L keypoints
+        (``keypoints = weights @ landmarks``); an all-zero row is a keypoint the labels lack."""
+        names = self.keypoints(deploy)
+        sources = self.keypoint_sources or {name: (name,) for name in names}
+        weights = np.zeros((len(names), len(LANDMARK_NAMES)), dtype=np.float32)
+        for row, name in enumerate(names):
+            for source in sources[name]:
+                weights[row, LANDMARK_NAMES.index(source)] = 1.0 / len(sources[name])
+        return weights
 
     def parity_tolerance(self, deploy: DeployConfig) -> ParityTolerance:
         """The family's tolerance, or the model's declared exception."""
@@ -248,6 +264,16 @@ class BlazeFaceFamily(DetectorFamily):
     score_output = "classificators"
     # MediaPipe's FaceKeyPoint order; "right" is the person's right (the image's left on an unmirrored photo).
     keypoint_names = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
+    # The person's right eye is the image's left: label.txt's "left_eye" (checked on the shared photos against
+    # the RetinaFace reference detections); the ears are not in RetinaFace-layout labels.
+    keypoint_sources = {
+        "right_eye": ("left_eye",),
+        "left_eye": ("right_eye",),
+        "nose_tip": ("nose",),
+        "mouth_center": ("left_mouth_corner", "right_mouth_corner"),
+        "right_ear_tragion": (),
+        "left_ear_tragion": (),
+    }
     native_input_only = True  # anchors and training are for the model's own input size
     # Regressors reach hundreds of pixels on hopeless anchors: float32 (Google's own file included, 8e-3)
     # lands up to ~1e-2 from the float64 reference. A conversion bug moves outputs by 1 or more.
@@ -264,6 +290,12 @@ class BlazeFaceFamily(DetectorFamily):
 
         anchors = ssd_anchors(self._anchors(deploy), input_hw)
         return blazeface_detections(outputs["regressors"], outputs["classificators"], anchors, input_hw, cfg)
+
+    def criterion(self, model, image_size, loc_weight):
+        from mobilekit.training.blazeface_loss import BlazeFaceLoss
+
+        mask = self.label_keypoint_map(model.deploy).any(axis=1)
+        return BlazeFaceLoss(self._anchors(model.deploy), image_size, tuple(bool(m) for m in mask), loc_weight=loc_weight)
 
     def anchors(self, deploy):
         return self._anchors(deploy).to_dict()

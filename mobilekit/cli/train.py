@@ -30,7 +30,7 @@ def train_command(
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset root with train/label.txt (and val/label.txt)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Number of epochs."),
     batch: Optional[str] = typer.Option(None, "--batch", callback=check_batch, help="Images per step and process, or 'auto' (CUDA)."),
-    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Square training size (multiple of 32)."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Square training size (multiple of 32; default 256, BlazeFace models: their own input size, the only one they train at)."),
     device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:N or auto."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (bf16 where supported, else fp16)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pt exactly (its settings are reused)."),
