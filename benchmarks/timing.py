@@ -84,3 +84,21 @@ def measure(fn: Callable[[], object], cfg: TimingConfig, sync: Callable[[], None
         samples.append((time.perf_counter() - t0) * 1000.0)
         cpu_samples.append((time.process_time() - c0) * 1000.0)
     return LatencyStats.from_samples(samples, cpu_samples)
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], rounds: int = 7, calls: int = 5, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds per call of each of ``fns``, measured in alternation (``rounds`` rounds of
+    ``calls`` calls each, the order reversed every other round), so that a busy minute on a shared
+    machine slows every candidate alike instead of the one measured during it."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    for round_index in range(rounds):
+        for name in order if round_index % 2 == 0 else order[::-1]:
+            for _ in range(calls):
+                start = time.perf_counter()
+                fns[name]()
+                samples[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: float(np.median(values)) for name, values in samples.items()}

@@ -32,7 +32,7 @@ def sha256_file(path: str | Path) -> str:
 # Every distribution that shapes an exported file or a measurement (whichever TensorFlow is installed).
 TOOL_PACKAGES = (
     "mobilekit", "torch", "onnx", "onnxsim", "onnxruntime", "onnx2tf", "tensorflow", "tensorflow-cpu", "ai-edge-litert",
-    "numpy", "opencv-python-headless",
+    "litert-torch", "ai-edge-quantizer", "numpy", "opencv-python-headless",
 )  # fmt: skip
 
 

@@ -6,9 +6,8 @@ import datetime as dt
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
-import numpy as np
 
 from mobilekit.atomic import write_json_atomic
 from mobilekit.converters.calibration import calibration_paths, load_calibration_images, synthetic_sample
@@ -20,29 +19,55 @@ from mobilekit.converters.metadata import (
     tool_versions,
 )
 from mobilekit.converters.onnx_export import INPUT_NAME, check_onnx, export_onnx, prepare_deploy_module, simplify_onnx
+from mobilekit.converters.litert_export import LitertConversionFailed, convert_with_litert, require_litert
 from mobilekit.converters.tflite_export import convert_to_tflite
-from mobilekit.converters.variants import FORMATS, INT8_VARIANTS, TFLITE_VARIANTS, VARIANT, artefact_path
+from mobilekit.converters.variants import (
+    FORMATS,
+    INT8_VARIANTS,
+    TFLITE_KINDS,
+    TFLITE_VARIANTS,
+    VARIANT,
+    artefact_path,
+    converter_variant,
+)
 from mobilekit.errors import MobilekitError
 from mobilekit.families import family_of
 from mobilekit.models import FaceDetector
 
 DEFAULT_FORMATS = ("onnx", "onnx_sim", "fp32", "fp16")
+CONVERTER_CHOICES = ("onnx2tf", "litert", "both")
+LITERT_INT8_NOTE = (
+    "int8 and int8_full come from onnx2tf: litert-torch's post-training int8 (ai-edge-quantizer) makes int8 "
+    "input tensors, not the float32 / uint8 contract"
+)
 
 
-def resolve_formats(onnx: bool = False, simplify: bool = False, tflite: bool = False, fp16: bool = False, int8: bool = False) -> tuple[str, ...]:
+def resolve_formats(
+    onnx: bool = False, simplify: bool = False, tflite: bool = False, fp16: bool = False, int8: bool = False, converter: str = "onnx2tf"
+) -> tuple[str, ...]:
     """CLI flags -> formats. No flag: ONNX, simplified ONNX, TFLite fp32+fp16. TFLite implies the ONNX steps;
-    ``--fp16``/``--int8`` imply ``--tflite``; ``--int8`` adds the int8 and full-integer variants."""
+    ``--fp16``/``--int8`` imply ``--tflite``; ``--int8`` adds the int8 and full-integer variants.
+    ``converter`` (``onnx2tf``, ``litert`` or ``both``) picks who writes each TFLite variant; a variant
+    litert-torch does not write (int8) stays onnx2tf's."""
+    if converter not in CONVERTER_CHOICES:
+        raise MobilekitError(f"--converter {converter!r} is not one of {', '.join(CONVERTER_CHOICES)}")
     if not any((onnx, simplify, tflite, fp16, int8)):
-        return DEFAULT_FORMATS
-    tflite = tflite or fp16 or int8
-    formats = ["onnx"]
-    if simplify or tflite:
-        formats.append("onnx_sim")
-    if tflite:
-        formats += ["fp32", "fp16"]
-    if int8:
-        formats += INT8_VARIANTS
-    return tuple(formats)
+        formats = list(DEFAULT_FORMATS)
+    else:
+        tflite = tflite or fp16 or int8
+        formats = ["onnx"]
+        if simplify or tflite:
+            formats.append("onnx_sim")
+        if tflite:
+            formats += ["fp32", "fp16"]
+        if int8:
+            formats += INT8_VARIANTS
+    converters = ("onnx2tf", "litert") if converter == "both" else (converter,)
+    resolved = [f for f in formats if f not in TFLITE_KINDS]
+    for kind in (f for f in formats if f in TFLITE_KINDS):
+        written = [v for c in converters if (v := converter_variant(kind, c))]
+        resolved += written or [kind]
+    return tuple(resolved)
 
 
 def check_input_size(input_hw: tuple[int, int], deploy) -> None:
@@ -72,13 +97,17 @@ def export_model(
     dynamic: bool = False,
     source: dict | None = None,
     keep_float: tuple[str, ...] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Export ``model`` at ``imgsz`` (int or (H, W)) to ``out_dir``; returns the artefact paths (sidecars next to them).
 
-    ``formats`` from :data:`FORMATS`; TFLite variants are converted from the simplified ONNX when onnxsim
-    succeeded, otherwise from the plain one. ``source`` is recorded in every sidecar (see
-    ``model_source.source_metadata``) so parity can rebuild the PyTorch reference. int8 variants keep
-    ``keep_float`` layers in float (None: the model's declared ``int8_keep_float``; see ``selective_int8``).
+    ``formats`` from :data:`FORMATS`; onnx2tf's TFLite variants are converted from the simplified ONNX
+    when onnxsim succeeded, otherwise from the plain one; litert's from the PyTorch module. When
+    litert-torch cannot convert the model, its variants are converted by onnx2tf instead and ``warn``
+    (if given) gets the one-line reason, which every sidecar's notes also keep. ``source`` is recorded
+    in every sidecar (see ``model_source.source_metadata``) so parity can rebuild the PyTorch reference.
+    int8 variants keep ``keep_float`` layers in float (None: the model's declared ``int8_keep_float``;
+    see ``selective_int8``).
     """
     formats = tuple(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
@@ -89,7 +118,10 @@ def export_model(
     check_input_size(input_hw, deploy)
     out_dir = Path(out_dir).resolve()  # the TFLite worker runs in its own folder
     check_output_dir(out_dir)
-    variants = tuple(v for v in TFLITE_VARIANTS if v in formats)
+    litert_variants = tuple(v for v in TFLITE_VARIANTS if v in formats and VARIANT[v].converter == "litert")
+    variants = tuple(v for v in TFLITE_VARIANTS if v in formats and VARIANT[v].converter == "onnx2tf")
+    if litert_variants:
+        require_litert()
     calibration, calib_paths = None, []
     if any(v in INT8_VARIANTS for v in variants):
         if calib_images is None:
@@ -101,9 +133,24 @@ def export_model(
     common = _common_metadata(model, input_hw, source or {}, calib_paths, calib_images)
     deploy_module = prepare_deploy_module(model)
     written: list[Path] = []
+    sample = calibration[:1] if calibration is not None else synthetic_sample(input_hw)
 
     def finish(path: Path, fmt: str, variant: str, seconds: float, extra: dict) -> None:
         written.append(_finish(path, deploy, common, fmt, variant, seconds, extra))
+
+    litert_converted: dict[str, dict] = {}
+    if litert_variants:
+        if any(v in INT8_VARIANTS for v in variants):
+            common["notes"].append(LITERT_INT8_NOTE)
+        try:
+            litert_converted = convert_with_litert(deploy_module, out_dir, stem, litert_variants, sample)
+        except LitertConversionFailed as exc:
+            fallback = [VARIANT[v].kind for v in litert_variants if VARIANT[v].kind not in variants]
+            message = f"{exc}; {', '.join(fallback) or 'these variants'} converted with onnx2tf only"
+            common["notes"].append(message)
+            if warn is not None:
+                warn(message)
+            variants = tuple(v for v in TFLITE_VARIANTS if v in variants or v in fallback)
 
     with tempfile.TemporaryDirectory(prefix="mobilekit_export_") as scratch_name:
         scratch = Path(scratch_name)
@@ -129,7 +176,6 @@ def export_model(
                 tflite_source = scratch / f"{stem}_static_sim.onnx"
 
         if variants:
-            sample = calibration[:1] if calibration is not None else synthetic_sample(input_hw)
             keep = deploy.int8_keep_float if keep_float is None else tuple(keep_float)
             converted = convert_to_tflite(tflite_source, out_dir, stem, variants, sample, calibration, keep, deploy.to_dict())
             for variant in variants:
@@ -138,6 +184,7 @@ def export_model(
                 extra = {
                     "tflite": {
                         "variant": variant,
+                        "converter": "onnx2tf",
                         "description": VARIANT[variant].description,
                         "converted_from": tflite_source.name,
                         "signature": "serving_default",
@@ -154,7 +201,27 @@ def export_model(
                     }
                 }
                 finish(info["path"], "tflite", variant, seconds, extra)
+    for variant, info in litert_converted.items():
+        finish(info["path"], "tflite", variant, info["fp32_seconds"] + info["convert_seconds"], _litert_extra(variant, info))
     return written
+
+
+def _litert_extra(variant: str, info: dict) -> dict:
+    """The ``tflite`` block of a litert file's sidecar (same keys as onnx2tf's where they mean the same)."""
+    return {
+        "tflite": {
+            "variant": variant,
+            "converter": "litert",
+            "description": VARIANT[variant].description,
+            "converted_from": "the PyTorch deploy module (torch.export, NHWC wrapper), not the ONNX file",
+            "signature": "serving_default",
+            "io": info["io"],
+            "output_check": {name: {"max_abs_error_vs_pytorch": err} for name, err in info["max_abs_error_vs_pytorch"].items()},
+            "converter_notes": [],
+            "analysis": info["analysis"],
+            "seconds": {"litert_fp32_shared": info["fp32_seconds"], "tflite_converter": info["convert_seconds"]},
+        }
+    }
 
 
 def _common_metadata(model: FaceDetector, input_hw, source: dict, calib_paths: list[Path], calib_images) -> dict:
@@ -230,6 +297,7 @@ def _finish(path: Path, deploy, common: dict, fmt: str, variant: str, seconds: f
             "file": path.name,
             "format": fmt,
             "variant": variant,
+            "converter": VARIANT[variant].converter,
             "bytes": path.stat().st_size,
             "sha256": sha256_file(path),
             "export_seconds": round(seconds, 3),

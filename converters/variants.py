@@ -4,7 +4,7 @@ ships. Every other module reads this table instead of restating names, suffixes 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -20,9 +20,15 @@ class ExportVariant:
     converter: str  # what wrote the file
     label: str  # precision as benchmark tables show it
     description: str
+    twin_of: str | None = None  # the onnx2tf variant with the same precision and contract (other converter)
+
+    @property
+    def kind(self) -> str:
+        """The variant regardless of converter: ``fp32_litert`` -> ``fp32`` (what packaging asks for)."""
+        return self.twin_of or self.name
 
 
-VARIANTS: tuple[ExportVariant, ...] = (
+_ONNX2TF_VARIANTS: tuple[ExportVariant, ...] = (
     ExportVariant("onnx", "onnx", ".onnx", "fp32", "float32", "NCHW", "onnxruntime", "torch.onnx", "fp32",
                   "float32 ONNX as torch.onnx exports it (batch norm folded)"),
     ExportVariant("onnx_sim", "onnx", "_sim.onnx", "fp32", "float32", "NCHW", "onnxruntime", "onnxsim", "fp32",
@@ -37,10 +43,36 @@ VARIANTS: tuple[ExportVariant, ...] = (
                   "fully integer: uint8 input (raw RGB 0-255 through the input quantisation), uint8 outputs "
                   "(dequantise with each output's scale/zero point)"),
 )  # fmt: skip
+
+# The converter dimension: ``onnx2tf`` converts the simplified ONNX (names above, unchanged); ``litert``
+# converts the PyTorch model directly with litert-torch (same contract, ``_litert`` suffix). litert-torch's
+# post-training int8 (ai-edge-quantizer) gives int8 inputs, not the float32/uint8 contract: int8 stays onnx2tf's.
+TFLITE_CONVERTERS = ("onnx2tf", "litert")
+CONVERTER_SUFFIX = {"onnx2tf": "", "litert": "_litert"}
+LITERT_KINDS = ("fp32", "fp16")
+
+
+def _twin(variant: ExportVariant, converter: str) -> ExportVariant:
+    tag = CONVERTER_SUFFIX[converter]
+    return replace(variant, name=f"{variant.name}{tag}", suffix=variant.suffix.replace(".tflite", f"{tag}.tflite"),
+                   converter=converter, twin_of=variant.name, label=f"{variant.label} ({converter})",
+                   description=f"{variant.description}; converted by {converter}")  # fmt: skip
+
+
+VARIANTS: tuple[ExportVariant, ...] = _ONNX2TF_VARIANTS + tuple(
+    _twin(v, "litert") for v in _ONNX2TF_VARIANTS if v.name in LITERT_KINDS
+)
 VARIANT = {v.name: v for v in VARIANTS}
 FORMATS = tuple(VARIANT)
 TFLITE_VARIANTS = tuple(v.name for v in VARIANTS if v.format == "tflite")
+TFLITE_KINDS = tuple(v.name for v in _ONNX2TF_VARIANTS if v.format == "tflite")
 INT8_VARIANTS = tuple(v.name for v in VARIANTS if v.precision == "int8")
+
+
+def converter_variant(kind: str, converter: str) -> str | None:
+    """The variant of ``kind`` (``fp32``, ``int8``, ...) that ``converter`` writes; None when it writes none."""
+    name = f"{kind}{CONVERTER_SUFFIX[converter]}"
+    return name if name in VARIANT and VARIANT[name].converter == converter else None
 
 # ``{stem}_{H}[x{W}]{suffix}``, longest suffix first so ``_int8_full`` wins over ``_int8``.
 _FILE_NAME = re.compile(

@@ -99,3 +99,26 @@ def random_export_factory(tmp_path_factory):
         return cache[name]
 
     return export
+
+
+@pytest.fixture(scope="session")
+def retinaface_litert_export(shared: Path, tmp_path_factory) -> tuple[Path, list[Path]]:
+    """RetinaFace with the real weights at 640x640 converted by litert-torch (fp32, fp16); about 30 s.
+    onnx2tf's files of the same model are in ``retinaface_export``."""
+    from mobilekit.converters import build_source_model, export_model, source_metadata
+
+    weights = shared / RETINAFACE_WEIGHTS
+    out = tmp_path_factory.mktemp("retinaface_litert")
+    model = build_source_model(RETINAFACE, weights)
+    paths = export_model(model, 640, out, formats=("fp32_litert", "fp16_litert"), source=source_metadata(weights, None))
+    return out, paths
+
+
+@pytest.fixture(scope="session")
+def both_converters_export(tmp_path_factory) -> Path:
+    """``mobilekit export --tflite --converter both`` (the CLI, in-process) on a random-init RetinaFace at 128x128."""
+    from mobilekit.cli import main
+
+    out = tmp_path_factory.mktemp("both_converters")
+    main(["export", RETINAFACE, "--random-init", "--imgsz", "128", "--tflite", "--converter", "both", "--out", str(out)])
+    return out

@@ -27,6 +27,7 @@ def export(
     tflite: bool = typer.Option(False, "--tflite", help="Write TFLite fp32 and fp16 (implies the ONNX steps)."),
     fp16: bool = typer.Option(False, "--fp16", help="Same as --tflite (fp16 is always written with fp32)."),
     int8: bool = typer.Option(False, "--int8", help="Also write int8 (float I/O) and full-integer (uint8 I/O) TFLite; needs --calib-images."),
+    converter: str = typer.Option("onnx2tf", "--converter", help="Who writes the TFLite files: onnx2tf (from the ONNX file), litert (litert-torch, directly from PyTorch; fp32/fp16, int8 stays onnx2tf's; the optional extra [litert]) or both (litert's get a _litert suffix)."),
     calib_images: Optional[Path] = typer.Option(None, "--calib-images", help="Folder of real photos for int8 calibration."),
     calib_count: int = typer.Option(200, "--calib-count", min=1, help="At most this many calibration images."),
     keep_float: Optional[str] = typer.Option(
@@ -49,6 +50,8 @@ def export(
       mobilekit export retinaface_mnet025 --weights w.pth --imgsz 480,640 --tflite --int8 --calib-images photos/ --out exports/
 
       mobilekit export featherface_v1 --random-init --onnx --out /tmp/test_export
+
+      mobilekit export retinaface_mnet025 --weights w.pth --tflite --converter both --out exports/
     """
     from mobilekit.converters import build_source_model, export_model, resolve_formats, source_metadata
 
@@ -61,9 +64,9 @@ def export(
     if keep_float is not None and not int8:
         raise MobilekitError("--keep-float is only used with --int8")
     layers = None if keep_float is None else parse_keep_float(keep_float)
+    formats = resolve_formats(onnx, simplify, tflite, fp16, int8, converter)
     model = build_source_model(name, weights, seed if random_init else None)
     size = parse_size(imgsz) or model.deploy.input_size
-    formats = resolve_formats(onnx, simplify, tflite, fp16, int8)
     console = Console()
     console.print(f"exporting {name} at {size[0]}x{size[1]}: {', '.join(formats)} -> {out}")
     paths = export_model(
@@ -77,6 +80,7 @@ def export(
         dynamic=dynamic,
         source=source_metadata(weights, seed if random_init else None, name),
         keep_float=layers,
+        warn=lambda message: console.print(f"[yellow]warning: {message}[/]"),
     )
     _print_summary(console, paths)
 

@@ -12,7 +12,7 @@ from rich.console import Console
 def package(
     export_dir: Path = typer.Argument(..., help="Folder written by mobilekit export (TFLite files + .json sidecars)."),
     out: Path = typer.Option(..., "--out", help="Package folder to write, e.g. flutter_assets/retinaface (replaced atomically)."),
-    precision: str = typer.Option("fp32", "--precision", help="TFLite variant: fp32, fp16, int8 (or int8_full)."),
+    precision: str = typer.Option("fp32", "--precision", help="TFLite variant: fp32, fp16, int8 (or int8_full). With files of two converters, the one that passes parity and is faster."),
     end_to_end: bool = typer.Option(False, "--end-to-end", help="Package a TFLite with decode + NMS inside the graph (fp32/fp16)."),
     golden_image: Optional[Path] = typer.Option(None, "--golden-image", help="Photo for golden/ (default: one of the shared images)."),
     max_detections: int = typer.Option(100, "--max-det", min=1, help="Faces returned by the end-to-end model (fixed K)."),
@@ -28,8 +28,14 @@ def package(
     """
     from mobilekit.flutter.package import package_export
 
+    import json
+
     path = package_export(export_dir, out, precision, end_to_end, golden_image, max_detections)
-    Console(stderr=True).print(f"packaged {precision}{' end-to-end' if end_to_end else ''} model into {path}")
+    console = Console(stderr=True)
+    export = json.loads((path / "model_meta.json").read_text())["export"]
+    console.print(f"packaged {precision}{' end-to-end' if end_to_end else ''} model {export['source_file']} into {path}")
+    if export["converter_choice"] is not None:
+        console.print(f"converter: {export['converter_choice']['reason']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -30,11 +30,12 @@ import numpy as np
 from mobilekit.config import DeployConfig
 from mobilekit.converters.metadata import find_artefacts, sha256_file, sidecar_path, tool_versions
 from mobilekit.converters.runtimes import TFLiteRuntime
-from mobilekit.converters.variants import TFLITE_VARIANTS, VARIANT
+from mobilekit.converters.variants import TFLITE_KINDS, VARIANT
 from mobilekit.atomic import write_json_atomic
 from mobilekit.errors import MobilekitError
 from mobilekit.flutter import end_to_end as e2e_graph
 from mobilekit.flutter import camera_input, reference_decoder, standard_metadata
+from mobilekit.flutter.converter_choice import choose_converter
 from mobilekit.flutter.readme_template import APP_README
 from mobilekit.families import decode_outputs, family_of
 from mobilekit.flutter.tflite_metadata import METADATA_NAME, embed_metadata
@@ -53,13 +54,19 @@ class PackageError(MobilekitError):
 
 
 # -- choosing the input ---------------------------------------------------------------------------
-def find_tflite(export_dir: Path, precision: str) -> tuple[Path, dict]:
-    """The exported TFLite of ``precision`` in ``export_dir`` and its sidecar (exactly one)."""
-    if precision not in TFLITE_VARIANTS:
-        raise PackageError(f"unknown precision {precision!r}; choose from {', '.join(TFLITE_VARIANTS)}")
+def find_tflite(export_dir: Path, precision: str) -> list[tuple[Path, dict]]:
+    """The exported TFLite files of ``precision`` in ``export_dir`` with their sidecars: one per converter
+    (onnx2tf's and litert's twin), at least one."""
+    if precision not in TFLITE_KINDS:
+        raise PackageError(f"unknown precision {precision!r}; choose from {', '.join(TFLITE_KINDS)}")
     if not export_dir.is_dir():
         raise PackageError(f"export folder not found: {export_dir}")
-    found = [(p, m) for p, m in find_artefacts(export_dir) if m["artefact"]["format"] == "tflite" and m["artefact"]["variant"] == precision]
+
+    def kind(meta: dict) -> str | None:
+        variant = VARIANT.get(meta["artefact"]["variant"])
+        return variant.kind if variant else None
+
+    found = [(p, m) for p, m in find_artefacts(export_dir) if m["artefact"]["format"] == "tflite" and kind(m) == precision]
     if not found:
         orphans = sorted(export_dir.glob(f"*_{precision}.tflite"))
         if orphans:
@@ -67,9 +74,10 @@ def find_tflite(export_dir: Path, precision: str) -> tuple[Path, dict]:
             raise PackageError(f"{orphans[0]} has {state} metadata sidecar {sidecar_path(orphans[0]).name} (re-export it with mobilekit export)")
         present = sorted(p.name for p in export_dir.glob("*.tflite")) or ["no .tflite files"]
         raise PackageError(f"no TFLite {precision} model with a sidecar in {export_dir} (found: {', '.join(present)}); export it with mobilekit export")
-    if len(found) > 1:
+    variants = [m["artefact"]["variant"] for _, m in found]
+    if len(set(variants)) != len(variants):
         raise PackageError(f"{export_dir} holds several TFLite {precision} models ({', '.join(p.name for p, _ in found)}): package from a folder with one")
-    return found[0]
+    return found
 
 
 def default_golden_image() -> Path:
@@ -243,7 +251,8 @@ def package_export(
     existing ``out_dir`` is replaced only then. Returns ``out_dir``.
     """
     export_dir, out_dir = Path(export_dir), Path(out_dir)
-    tflite_path, meta = find_tflite(export_dir, precision)
+    candidates = find_tflite(export_dir, precision)
+    tflite_path, meta = candidates[0]
     try:
         deploy = DeployConfig.from_dict(meta["deploy"])
         input_hw = (int(meta["input_hw"][0]), int(meta["input_hw"][1]))
@@ -252,15 +261,18 @@ def package_export(
         raise PackageError(f"{sidecar_path(tflite_path)} lacks or has an invalid field {exc}") from None
     if end_to_end:
         e2e_graph.check_supported(deploy, precision)
+    golden_path = Path(golden_image) if golden_image is not None else default_golden_image()
+    photo = read_image(golden_path)
+    golden = resize_to_input(photo, input_hw, deploy.resize, deploy.pad_value)[0]
+    converter_choice = None
+    if len(candidates) > 1:
+        tflite_path, meta, converter_choice = choose_converter(export_dir, candidates, golden, parity_from_export)
     xnnpack = meta.get("tflite", {}).get("analysis", {}).get("xnnpack_load")
     if xnnpack is not None and not xnnpack["ok"]:
         raise PackageError(
             f"{tflite_path.name} fails in LiteRT with its default XNNPACK CPU delegate ({xnnpack['error']}), "
             "as an app would run it: package another precision of this model"
         )
-    golden_path = Path(golden_image) if golden_image is not None else default_golden_image()
-    photo = read_image(golden_path)
-    golden = resize_to_input(photo, input_hw, deploy.resize, deploy.pad_value)[0]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
@@ -296,6 +308,8 @@ def package_export(
             "export": {
                 "source_file": tflite_path.name,
                 "source_sha256": meta["artefact"].get("sha256"),
+                "converter": meta["artefact"].get("converter", "onnx2tf"),
+                "converter_choice": converter_choice,
                 "end_to_end": e2e_info,
                 "exported_at": meta["artefact"].get("exported_at"),
                 "packaged_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

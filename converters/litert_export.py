@@ -1,0 +1,133 @@
+"""PyTorch -> TFLite with Google's direct converter (litert-torch), the second converter beside onnx2tf.
+
+The deploy module is wrapped to take NHWC float32 RGB 0-255 (``images``) and to return a dict of the
+family's outputs, exported with ``torch.export`` here, and converted in a child process
+(``litert_worker``). Files get the ``_litert`` suffix of the variant table and appear under their final
+names only when every requested variant converted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from mobilekit.atomic import partial_path
+from mobilekit.converters.onnx_export import locate_operator
+from mobilekit.converters.tflite_export import check_xnnpack_load
+from mobilekit.converters.variants import VARIANT, artefact_path
+from mobilekit.errors import MobilekitError
+from mobilekit.models import DeployModule
+
+LITERT_MODULE = "litert_torch"
+LITERT_EXTRA = 'pip install -e ".[litert]"'
+
+
+class LitertUnavailable(MobilekitError):
+    """litert-torch is not installed (it is the optional ``litert`` extra)."""
+
+
+class LitertConversionFailed(MobilekitError):
+    """litert-torch cannot convert this model; ``str(exc)`` names the operator and the PyTorch module."""
+
+
+class NHWCDeployModule(nn.Module):
+    """NHWC RGB 0-255 in (the TFLite contract), ``{output name: tensor}`` out, so that the converted
+    signature names its outputs after the family (read by name, never by position)."""
+
+    def __init__(self, deploy_module: DeployModule) -> None:
+        super().__init__()
+        self.deploy_module = deploy_module
+        self.output_names = tuple(deploy_module.model.deploy.output_names)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self.output_names, self.deploy_module(images.permute(0, 3, 1, 2))))
+
+
+def require_litert() -> None:
+    if importlib.util.find_spec(LITERT_MODULE) is None:
+        raise LitertUnavailable(f"--converter litert needs litert-torch, which is not installed: {LITERT_EXTRA}")
+
+
+def convert_with_litert(
+    deploy_module: DeployModule,
+    out_dir: Path,
+    stem: str,
+    variants: tuple[str, ...],
+    sample: np.ndarray,
+    timeout_s: float = 1800,
+) -> dict[str, dict]:
+    """Convert ``deploy_module`` to each litert ``variant``; returns ``{variant: {"path", ...worker info}}``.
+
+    ``sample`` (``[1, H, W, 3]`` raw RGB 0-255 float32) is traced and checked against.
+    """
+    require_litert()
+    wrong = [v for v in variants if VARIANT.get(v) is None or VARIANT[v].converter != "litert"]
+    if wrong:
+        raise MobilekitError(f"not litert variants: {wrong}")
+    finals = {v: artefact_path(out_dir, stem, v) for v in variants}
+    targets = {v: partial_path(p) for v, p in finals.items()}
+    wrapper = NHWCDeployModule(deploy_module).eval()
+    images = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))
+    with tempfile.TemporaryDirectory(prefix="mobilekit_litert_") as work:
+        work_dir = Path(work)
+        program = work_dir / "program.pt2"
+        with torch.no_grad():
+            torch.export.save(torch.export.export(wrapper, (), {"images": images}, strict=False), str(program))
+        np.save(work_dir / "sample.npy", images.numpy())
+        job = {
+            "program": str(program),
+            "sample_npy": str(work_dir / "sample.npy"),
+            "targets": {v: str(t) for v, t in targets.items()},
+            "kinds": {v: VARIANT[v].kind for v in variants},
+        }
+        (work_dir / "job.json").write_text(json.dumps(job))
+        result_path = work_dir / "result.json"
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore", JAX_PLATFORMS="cpu")
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "mobilekit.converters.litert_worker", str(work_dir / "job.json"), str(result_path)],
+                cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s,
+            )  # fmt: skip
+            result = json.loads(result_path.read_text()) if result_path.is_file() else None
+            if result is None or not result.get("ok"):
+                raise LitertConversionFailed(_describe_failure(result, proc.stderr, wrapper, images))
+            for variant, target in targets.items():
+                os.replace(target, finals[variant])
+        except subprocess.TimeoutExpired:
+            raise LitertConversionFailed(f"litert-torch took longer than {timeout_s:.0f} s") from None
+        finally:
+            for target in targets.values():
+                if target.exists():
+                    target.unlink()
+    converted = {}
+    for variant, info in result["variants"].items():
+        info["analysis"]["xnnpack_load"] = check_xnnpack_load(finals[variant])
+        converted[variant] = {"path": finals[variant], "fp32_seconds": result["fp32_seconds"], **info}
+    return converted
+
+
+def _describe_failure(result: dict | None, stderr: str, wrapper: nn.Module, images: torch.Tensor) -> str:
+    """One line: the operator litert-torch stopped at and the PyTorch module that calls it."""
+    if result is None:
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        return f"litert-torch crashed: {(lines or ['no output'])[-1][:300]}"
+    op = result.get("op")
+    where = ""
+    if op:
+        module = _locate(wrapper, images, op)
+        where = f" at operator {op} (PyTorch module '{module or '<top level>'}')"
+    return f"litert-torch cannot convert the model{where}: {result.get('error')}"
+
+
+def _locate(wrapper: nn.Module, images: torch.Tensor, op: str) -> str | None:
+    path = locate_operator(wrapper, images, op)
+    return path.removeprefix("deploy_module.").removeprefix("model.") if path else None
