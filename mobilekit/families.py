@@ -57,6 +57,7 @@ class DetectorFamily:
     # the labels lack maps to () and is masked in the loss. None: the keypoints are the label landmarks.
     keypoint_sources: ClassVar[dict[str, tuple[str, ...]] | None] = None
     native_input_only: ClassVar[bool] = False  # whether images go to the model's deploy.input_size unless a size is given
+    uint8_outputs_unusable: ClassVar[str] = ""  # why full-integer files (uint8 outputs) lose this family's faces; empty: they do not
 
     def postprocess(self, deploy: DeployConfig, **overrides) -> PostprocessConfig:
         """Evaluation decode settings for ``deploy`` (score >= ``eval_score_threshold``, the model's
@@ -278,6 +279,10 @@ class BlazeFaceFamily(DetectorFamily):
     # Regressors reach hundreds of pixels on hopeless anchors: float32 (Google's own file included, 8e-3)
     # lands up to ~1e-2 from the float64 reference. A conversion bug moves outputs by 1 or more.
     parity = ParityTolerance(fp32_max_abs=1e-2)
+    uint8_outputs_unusable = (
+        "one uint8 scale per output spans the hopeless anchors' values (logits down to -600, regressors to "
+        "hundreds of pixels): 2.2 logits and 1.7 px per step on blazeface_short, 6 false faces on 3 photos"
+    )
 
     def postprocess(self, deploy, **overrides):
         """MediaPipe's decode: score >= the model's ``min_score_thresh`` (``deploy.score_threshold``: it also

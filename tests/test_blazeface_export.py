@@ -3,8 +3,6 @@ computes what Google's file computes, finds the same faces, and passes ``mobilek
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,16 +17,21 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=sorted(GOOGLE_FILES))
-def blazeface_export(request, shared, tmp_path_factory):
-    """ONNX, simplified ONNX and TFLite fp32 of the model with Google's weights, at its own input size
-    (about 30 s each on 2 cores)."""
-    from mobilekit.converters import build_source_model, export_model, source_metadata
+def blazeface_export(request, blazeface_exports):
+    return blazeface_exports(request.param)
 
-    weights = google_file(shared, request.param)
-    model = build_source_model(request.param, weights)
-    out = tmp_path_factory.mktemp(request.param)
-    paths = export_model(model, model.deploy.input_size, out, formats=("onnx", "onnx_sim", "fp32"), source=source_metadata(weights, None, request.param))
-    return model, out, {p.name.rsplit("_", 1)[-1]: p for p in paths}
+
+@pytest.fixture(scope="module")
+def parity_reports(blazeface_exports, shared):
+    """``mobilekit parity`` of each model's export on the shared photos, computed once per model."""
+    cache: dict[str, dict] = {}
+
+    def report(name: str) -> dict:
+        if name not in cache:
+            cache[name] = check_artefacts(blazeface_exports(name)[1], shared / "images")
+        return cache[name]
+
+    return report
 
 
 def test_exported_tflite_equals_googles_file(blazeface_export, shared):
@@ -49,42 +52,52 @@ def test_exported_tflite_equals_googles_file(blazeface_export, shared):
             assert box_iou(theirs.boxes, mine.boxes).max(1).min() >= 0.99, photo.name
 
 
-def test_parity_passes(blazeface_export, shared):
-    _, export_dir, _ = blazeface_export
-    report = check_artefacts(export_dir, shared / "images")
-    assert report["passed"], [(a["file"], a["verdict"]) for a in report["artefacts"]]
-    assert {a["variant"] for a in report["artefacts"]} == {"onnx", "onnx_sim", "fp32"}
-    assert sum(a["faces"]["faces"] for a in report["artefacts"]) > 0
+def test_float_files_pass_parity(blazeface_export, parity_reports):
+    model, _, _ = blazeface_export
+    report = parity_reports(model.deploy.name)
+    float_files = [a for a in report["artefacts"] if a["precision"] != "int8"]
+    assert {a["variant"] for a in float_files} == {"onnx", "onnx_sim", "fp32", "fp16"}
+    assert all(a["passed"] for a in float_files), [(a["file"], a["verdict"]) for a in float_files]
+    assert sum(a["faces"]["faces"] for a in float_files) > 0
 
 
-def test_flutter_package_alone_finds_mediapipes_faces(blazeface_export, shared, tmp_path):
-    """The packaged folder (model.tflite, anchors.json, model_meta.json) decoded by the NumPy mirror of the
-    Dart decoder finds, on the shared photos, the faces MediaPipe itself finds (in photo pixels), and its
-    golden detections are what that decoder gives on the golden outputs."""
-    import json
+def test_int8_keeps_its_outputs_float_and_writes_no_uint8_file(blazeface_export):
+    """The declared ``outputs`` keep-float: no int8 tensor on the way from the heads to the outputs (one
+    int8 scale cannot span logits down to -600); the family writes no int8_full (uint8 outputs)."""
+    from ai_edge_litert.interpreter import Interpreter
 
-    from mobilekit.flutter import reference_decoder as ref
-    from mobilekit.flutter.package import package_export
-    from tests.test_blazeface import MEDIAPIPE_TOLERANCE
-    from tests.test_package import load_package
+    _, _, paths = blazeface_export
+    assert "full.tflite" not in paths and "int8.tflite" in paths
+    interpreter = Interpreter(str(paths["int8.tflite"]))
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    producer = {int(t): op for op in interpreter._get_ops_details() for t in op["outputs"]}
+    pending = [int(d["index"]) for d in interpreter.get_output_details()]
+    path = []
+    while pending:
+        op = producer[pending.pop()]
+        path.append(op["op_name"])
+        if op["op_name"] in ("RESHAPE", "CONCATENATION", "TRANSPOSE"):
+            pending += [int(i) for i in op["inputs"] if i >= 0 and details[int(i)]["dtype"] != np.int32]
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D"} & set(path) and "DEQUANTIZE" not in path and "QUANTIZE" not in path, path
+    assert any(t["dtype"] == np.int8 for t in details.values())  # the rest is int8
 
-    model, export_dir, _ = blazeface_export
-    folder = package_export(export_dir, tmp_path / "package", "fp32")
-    meta, anchors, settings, runtime = load_package(folder)
-    assert meta["decoder"]["kind"] == "blazeface" and len(anchors) == {"blazeface_short": 896, "blazeface_full": 2304}[model.deploy.name]
-    assert meta["landmark_order"] == ["right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion"]
-    golden = {name: np.load(folder / rel) for name, rel in meta["golden"]["outputs"].items()}
-    expected = json.loads((folder / "golden" / "expected_detections.json").read_text())["faces"]
-    assert expected == ref.detect(golden, anchors, settings).to_json() and len(expected) >= 5
-    reference = json.loads((Path(__file__).parent / "data" / "mediapipe_face_detection.json").read_text())
-    tol = MEDIAPIPE_TOLERANCE[model.deploy.name]
-    resize = meta["input"]["resize"]
-    for photo, faces in reference["models"][model.deploy.name].items():
-        image = read_image(shared / "images" / photo)
-        height, width = meta["input"]["shape"][1:3]
-        transform = ref.letterbox_transform(image.shape[:2], (height, width), resize["mode"])
-        found = ref.undo_letterbox(ref.detect(runtime.run(resize_to_input(image, (height, width), resize["mode"], resize["pad_value"])[0][None]), anchors, settings).numpy(), transform)
-        assert len(found) == len(faces), photo
-        if faces:
-            iou = box_iou(np.array([f["box_xyxy"] for f in faces]), found.boxes.astype(np.float64))
-            assert iou.max(1).min() >= tol["iou"], photo
+
+def test_int8_judge_short_range(blazeface_exports, parity_reports, shared):
+    """Short range int8 passes the judge (no false face on the photos calibration never saw, where short range
+    finds none) and finds PyTorch's 5 faces on the group photo."""
+    model, _, paths = blazeface_exports("blazeface_short")
+    (int8,) = [a for a in parity_reports("blazeface_short")["artefacts"] if a["variant"] == "int8"]
+    assert int8["passed"], int8["verdict"]
+    deploy = model.deploy
+    image = resize_to_input(read_image(shared / "images" / "group_768x1024.jpg"), deploy.input_size, deploy.resize, deploy.pad_value)[0]
+    ours = decode_outputs(deploy, {k: v[0] for k, v in open_runtime(paths["int8.tflite"], 2).run(image[None]).items()}, deploy.input_size)
+    reference = decode_outputs(deploy, {k: v[0] for k, v in open_runtime(paths["fp32.tflite"], 2).run(image[None]).items()}, deploy.input_size)
+    assert len(reference) == 5 and len(ours) == 5
+    assert box_iou(reference.boxes, ours.boxes).max(1).min() >= 0.5
+
+
+@pytest.mark.xfail(strict=True, reason="full range int8 loses faces: recall 5/7, precision 5/6, score drift 0.13 on the photos "
+                   "calibration never saw, outputs kept float; --keep-float auto (64 layers float) 7/7 but 7/11")
+def test_int8_judge_full_range(parity_reports):
+    (int8,) = [a for a in parity_reports("blazeface_full")["artefacts"] if a["variant"] == "int8"]
+    assert int8["passed"], int8["verdict"]
