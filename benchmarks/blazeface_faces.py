@@ -23,17 +23,19 @@ from mobilekit.atomic import write_json_atomic
 from mobilekit.box_coder import box_iou
 from mobilekit.image_io import read_image
 from mobilekit.inference import detect_image, load_model
+from mobilekit.models.blazeface import GOOGLE_WEIGHTS
 
 MATCH_IOU = 0.5
 REFERENCE_SCORE = 0.5
 SIZE_BINS = (("small", 0.0, 0.05), ("medium", 0.05, 0.10), ("large", 0.10, float("inf")))
-# (label, model, weights under the shared folder, input size or None for the photo's own size)
+RETINAFACE_WEIGHTS = "retinaface_mnet025_widerface.pth"
+# (label, model, weights in the shared weights folder, input size)
 DETECTORS = (
-    ("blazeface_short@128", "blazeface_short", "weights/face_detection_short_range.tflite", (128, 128)),
-    ("retinaface@128", "retinaface_mnet025", "weights/retinaface_mnet025_widerface.pth", (128, 128)),
-    ("blazeface_full@192", "blazeface_full", "weights/face_detection_full_range_sparse.tflite", (192, 192)),
-    ("retinaface@192", "retinaface_mnet025", "weights/retinaface_mnet025_widerface.pth", (192, 192)),
-    ("retinaface@640", "retinaface_mnet025", "weights/retinaface_mnet025_widerface.pth", (640, 640)),
+    ("blazeface_short@128", "blazeface_short", GOOGLE_WEIGHTS["blazeface_short"], (128, 128)),
+    ("retinaface@128", "retinaface_mnet025", RETINAFACE_WEIGHTS, (128, 128)),
+    ("blazeface_full@192", "blazeface_full", GOOGLE_WEIGHTS["blazeface_full"], (192, 192)),
+    ("retinaface@192", "retinaface_mnet025", RETINAFACE_WEIGHTS, (192, 192)),
+    ("retinaface@640", "retinaface_mnet025", RETINAFACE_WEIGHTS, (640, 640)),
 )
 
 
@@ -55,7 +57,7 @@ def compare(reference: np.ndarray, found: np.ndarray, height: int) -> dict:
 
 def run(shared: Path) -> dict:
     photos = sorted((shared / "images").glob("*.jpg"))
-    reference_model = load_model("retinaface_mnet025", shared / "weights/retinaface_mnet025_widerface.pth")
+    reference_model = load_model("retinaface_mnet025", shared / "weights" / RETINAFACE_WEIGHTS)
     images = {p.name: read_image(p) for p in photos}
     references = {}
     for name, image in images.items():
@@ -63,7 +65,7 @@ def run(shared: Path) -> dict:
         references[name] = faces.boxes[faces.scores >= REFERENCE_SCORE]
     results = {}
     for label, model_name, weights, size in DETECTORS:
-        model = load_model(model_name, shared / weights)
+        model = load_model(model_name, shared / "weights" / weights)
         results[label] = {name: compare(references[name], app_faces(model, image, size), image.shape[0]) for name, image in images.items()}
     return {"reference": f"retinaface_mnet025 at each photo's own size, score >= {REFERENCE_SCORE}", "match_iou": MATCH_IOU, "results": results}
 

@@ -228,9 +228,13 @@ def upsample2(x: torch.Tensor) -> torch.Tensor:
 BLAZEFACE_VARIANTS = {
     # MediaPipe's face_detection_{short,full}_range.pbtxt: tensor size, anchor strides, interpolated
     # anchor, min_score_thresh; face_detection.pbtxt: weighted NMS at IoU 0.3.
-    "short": dict(size=128, anchors=SsdAnchorConfig(strides=(8, 16, 16, 16), interpolated_scale_aspect_ratio=1.0), min_score=0.5, max_stride=16),
-    "full": dict(size=192, anchors=SsdAnchorConfig(strides=(4,), interpolated_scale_aspect_ratio=0.0), min_score=0.6, max_stride=32),
+    "short": dict(size=128, anchors=SsdAnchorConfig(strides=(8, 16, 16, 16), interpolated_scale_aspect_ratio=1.0), min_score=0.5, max_stride=16,
+                  weights="face_detection_short_range.tflite"),
+    "full": dict(size=192, anchors=SsdAnchorConfig(strides=(4,), interpolated_scale_aspect_ratio=0.0), min_score=0.6, max_stride=32,
+                 weights="face_detection_full_range_sparse.tflite"),
 }
+# Google's file of each model, as the mediapipe wheel ships it (mediapipe/modules/face_detection/, Apache-2.0).
+GOOGLE_WEIGHTS = {f"blazeface_{variant}": spec["weights"] for variant, spec in BLAZEFACE_VARIANTS.items()}
 
 
 def blazeface_deploy_config(variant: str) -> DeployConfig:

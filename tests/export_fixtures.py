@@ -124,9 +124,6 @@ def both_converters_export(tmp_path_factory) -> Path:
     return out
 
 
-BLAZEFACE_WEIGHTS = {"blazeface_short": "weights/face_detection_short_range.tflite", "blazeface_full": "weights/face_detection_full_range_sparse.tflite"}
-
-
 @pytest.fixture(scope="session")
 def blazeface_exports(shared: Path, calibration_half: Path, tmp_path_factory):
     """``export(name)`` -> (model, export dir, {file name suffix: path}): BlazeFace with Google's weights at its
@@ -138,7 +135,9 @@ def blazeface_exports(shared: Path, calibration_half: Path, tmp_path_factory):
 
     def export(name: str) -> tuple:
         if name not in cache:
-            weights = shared / BLAZEFACE_WEIGHTS[name]
+            from mobilekit.models.blazeface import GOOGLE_WEIGHTS
+
+            weights = shared / "weights" / GOOGLE_WEIGHTS[name]
             model = build_source_model(name, weights)
             out = tmp_path_factory.mktemp(name)
             paths = export_model(model, model.deploy.input_size, out, formats=("onnx", "onnx_sim", "fp32", "fp16", "int8", "int8_full"),

@@ -21,12 +21,13 @@ from mobilekit.families import family_of
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import detect_image, load_model, run_model
 from mobilekit.models import create_model
+from mobilekit.models.blazeface import GOOGLE_WEIGHTS
 from mobilekit.models.tflite_weights import TfliteGraph
 from mobilekit.nms import weighted_nms
 from mobilekit.postprocess import PostprocessConfig
 from tests.reference_checks import assert_folding_is_exact
 
-GOOGLE_FILES = {"blazeface_short": "face_detection_short_range.tflite", "blazeface_full": "face_detection_full_range_sparse.tflite"}
+GOOGLE_FILES = GOOGLE_WEIGHTS
 PHOTOS = ("two_people_720x1280.jpg", "group_768x1024.jpg", "crowd_624x1024.jpg")
 
 

@@ -20,10 +20,10 @@ from mobilekit.families import family_of
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import detect_image, load_model
 from mobilekit.models import create_model
+from mobilekit.models.blazeface import GOOGLE_WEIGHTS
 from mobilekit.training import TrainConfig, train
 from mobilekit.training.losses import build_criterion
 
-GOOGLE_FILES = {"blazeface_short": "face_detection_short_range.tflite", "blazeface_full": "face_detection_full_range_sparse.tflite"}
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +33,9 @@ def synth(tmp_path_factory):
     return make_synthetic_dataset(tmp_path_factory.mktemp("bf") / "synth", 24, seed=11, imgsz=192, val_fraction=0.25)
 
 
-@pytest.fixture(scope="module", params=sorted(GOOGLE_FILES))
+@pytest.fixture(scope="module", params=sorted(GOOGLE_WEIGHTS))
 def google(request, shared):
-    return load_model(request.param, shared / "weights" / GOOGLE_FILES[request.param])
+    return load_model(request.param, shared / "weights" / GOOGLE_WEIGHTS[request.param])
 
 
 def mediapipe_targets(model, shared, photo="group_768x1024.jpg"):
@@ -106,7 +106,7 @@ def test_googles_weights_fit_mediapipes_own_detections(google, shared):
     assert float(nothing["landmarks"]) == 0.0 and nothing["box"] == parts["box"]
 
 
-@pytest.mark.parametrize("name", sorted(GOOGLE_FILES))
+@pytest.mark.parametrize("name", sorted(GOOGLE_WEIGHTS))
 def test_a_few_steps_from_scratch_decrease_the_loss(name, synth):
     torch.manual_seed(0)
     model = create_model(name).train()
@@ -130,7 +130,7 @@ def test_a_few_steps_from_scratch_decrease_the_loss(name, synth):
 def test_fine_tuning_googles_weights_keeps_its_faces(shared, synth, tmp_path):
     """Two epochs on synthetic faces at a low learning rate from Google's file: the weights still find the
     faces Google's file finds on a real photo, in the same places."""
-    path = shared / "weights" / GOOGLE_FILES["blazeface_short"]
+    path = shared / "weights" / GOOGLE_WEIGHTS["blazeface_short"]
     config = TrainConfig(model="blazeface_short", data=str(synth), out=str(tmp_path / "run"), epochs=2, batch=4, lr=1e-4,
                          init_weights=str(path), device="cpu", progress=False, tensorboard=False)
     result = train(config)
