@@ -210,3 +210,15 @@ def test_predict_cli_with_googles_file(shared, tmp_path):
     assert len(faces) == 1 and faces[0]["score"] > 0.8 and len(faces[0]["landmarks_xy"]) == 12
     x1, y1, x2, y2 = faces[0]["box_xyxy"]
     assert 880 < x1 < x2 < 1100 and 90 < y1 < y2 < 300
+
+
+def test_export_skips_the_uint8_output_file_with_a_warning():
+    """The family declares uint8 outputs unusable: int8_full is dropped with the reason; RetinaFace keeps it."""
+    from mobilekit.converters.pipeline import _drop_unusable_uint8
+
+    warnings = []
+    formats = ("onnx", "fp32", "int8", "int8_full")
+    kept = _drop_unusable_uint8(formats, create_model("blazeface_short").deploy, warnings.append)
+    assert kept == ("onnx", "fp32", "int8") and len(warnings) == 1
+    assert warnings[0].startswith("int8_full not written for blazeface_short: one uint8 scale per output")
+    assert _drop_unusable_uint8(formats, create_model("retinaface_mnet025").deploy, warnings.append) == formats and len(warnings) == 1
