@@ -47,10 +47,12 @@ NEG_POS_RATIO = 3
 
 @dataclass
 class BlazeMatch:
-    """Per anchor: ``face`` [B, N] the index of its face in the padded targets (-1 background), and the
-    regression targets ``regression`` [B, N, 4 + 2L] in input pixels relative to the anchor centre."""
+    """Per anchor: ``face`` [B, N] the index of its face in the padded targets (-1 background), that face's
+    target row ``truth`` [B, N, 4 + 2L + 1] (face 0's for background anchors), and the regression targets
+    ``regression`` [B, N, 4 + 2L] in input pixels relative to the anchor centre."""
 
     face: torch.Tensor
+    truth: torch.Tensor
     regression: torch.Tensor
 
     @property
@@ -58,11 +60,9 @@ class BlazeMatch:
         return self.face >= 0
 
 
-def match_anchors(
-    targets: list[torch.Tensor], anchors: torch.Tensor, scales: torch.Tensor, image_size: tuple[int, int]
-) -> tuple[BlazeMatch, torch.Tensor]:
+def match_anchors(targets: list[torch.Tensor], anchors: torch.Tensor, scales: torch.Tensor, image_size: tuple[int, int]) -> BlazeMatch:
     """Assign every anchor (``[N, 2]`` normalised centres, slot ``scales`` [N]) a face or background (see
-    the module notes). Returns the match and the padded targets ``[B, K, 4 + 2L + 1]`` it indexes."""
+    the module notes)."""
     truths, valid = pad_targets(targets)
     truths, valid = truths.to(anchors.device), valid.to(anchors.device)
     height, width = image_size
@@ -93,7 +93,7 @@ def match_anchors(
         ],
         dim=-1,
     )
-    return BlazeMatch(face, regression), truths
+    return BlazeMatch(face, matched, regression)
 
 
 class BlazeFaceLoss(nn.Module):
@@ -117,7 +117,7 @@ class BlazeFaceLoss(nn.Module):
         self.register_buffer("scales", torch.from_numpy(ssd_anchor_scales(anchor_cfg, self.image_size)), persistent=False)
         self.register_buffer("keypoint_mask", torch.tensor(keypoint_mask, dtype=torch.bool), persistent=False)
 
-    def match(self, targets: list[torch.Tensor]) -> tuple[BlazeMatch, torch.Tensor]:
+    def match(self, targets: list[torch.Tensor]) -> BlazeMatch:
         return match_anchors(targets, self.anchors, self.scales, self.image_size)
 
     def forward(self, raw_outputs, targets: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -128,11 +128,11 @@ class BlazeFaceLoss(nn.Module):
         num_keypoints = (regressors.shape[-1] - BOX_COLUMNS) // 2
         if num_keypoints != self.keypoint_mask.numel():
             raise ValueError(f"the model gives {num_keypoints} keypoints but the loss was built for {self.keypoint_mask.numel()}")
-        match, truths = self.match(targets)
+        match = self.match(targets)
         positive = match.positive
         num_pos = positive.sum().clamp(min=1).float()
 
-        matched = torch.gather(truths, 1, match.face.clamp(min=0)[..., None].expand(-1, -1, truths.shape[2]))
+        matched = match.truth
         face_size = (matched[..., 2:4] - matched[..., 0:2]).clamp(min=1e-6) * self.anchors.new_tensor(self.image_size[::-1])
         unit = REGRESSION_SCALE * face_size.repeat(1, 1, 2 + num_keypoints)  # x columns by width, y by height
         error = F.smooth_l1_loss(regressors / unit, match.regression / unit, reduction="none")
