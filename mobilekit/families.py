@@ -103,6 +103,16 @@ class DetectorFamily:
                 weights[row, LANDMARK_NAMES.index(source)] = 1.0 / len(sources[name])
         return weights
 
+    def label_landmarks(self, deploy: DeployConfig, keypoints: np.ndarray) -> np.ndarray | None:
+        """Detected keypoints ``[K, 2L]`` -> label.txt's 5 landmarks ``[K, 5, 2]`` (pseudo-labels), or None
+        when the keypoints do not give all five (BlazeFace: one mouth centre for two corners)."""
+        weights = self.label_keypoint_map(deploy)
+        exact = weights.max(axis=1) == 1.0  # keypoints that are one label landmark, not a mean of several
+        rows = [np.flatnonzero(exact & (weights[:, j] == 1.0)) for j in range(len(LANDMARK_NAMES))]
+        if any(len(r) == 0 for r in rows):
+            return None
+        return np.asarray(keypoints).reshape(len(keypoints), -1, 2)[:, [int(r[0]) for r in rows]]
+
     def parity_tolerance(self, deploy: DeployConfig) -> ParityTolerance:
         """The family's tolerance, or the model's declared exception."""
         return self.model_parity.get(deploy.name, self.parity)

@@ -147,3 +147,21 @@ def test_training_at_another_size_is_refused(synth, tmp_path):
     result = subprocess.run([sys.executable, "-m", "mobilekit", *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith("blazeface_full trains at its own input size 192x192 only, got --imgsz 256")
+
+
+def test_pseudo_labels_carry_the_landmarks_a_family_can_give(shared, tmp_path):
+    """``data label`` with BlazeFace writes boxes without landmarks (one mouth centre cannot give two corners);
+    RetinaFace's keypoints are the label landmarks themselves."""
+    retina = create_model("retinaface_mnet025").deploy
+    five = np.arange(20.0).reshape(2, 10)
+    np.testing.assert_array_equal(family_of(retina).label_landmarks(retina, five), five.reshape(2, 5, 2))
+    blaze = create_model("blazeface_short").deploy
+    assert family_of(blaze).label_landmarks(blaze, np.zeros((2, 12))) is None
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "group.jpg").symlink_to(shared / "images" / "group_768x1024.jpg")
+    args = ["data", "label", str(photos), "--model", "blazeface_short", "--weights", str(shared / "weights" / GOOGLE_WEIGHTS["blazeface_short"]), "--out", str(tmp_path / "out")]
+    result = subprocess.run([sys.executable, "-m", "mobilekit", *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (item,) = read_labels(tmp_path / "out" / "label.txt")
+    assert len(item.faces) == 5 and all(face.landmarks is None for face in item.faces)
