@@ -222,3 +222,21 @@ def test_export_skips_the_uint8_output_file_with_a_warning():
     assert kept == ("onnx", "fp32", "int8") and len(warnings) == 1
     assert warnings[0].startswith("int8_full not written for blazeface_short: one uint8 scale per output")
     assert _drop_unusable_uint8(formats, create_model("retinaface_mnet025").deploy, warnings.append) == formats and len(warnings) == 1
+
+
+@pytest.mark.parametrize("name, size", [("blazeface_short", 128), ("blazeface_full", 192), ("retinaface_mnet025", None)])
+def test_the_models_own_size_is_the_default_where_the_family_needs_it(name, size):
+    """Training, `mobilekit run` and `benchmark MODEL` use BlazeFace's own input size; other models keep
+    the commands' defaults (256 for training and run, 640 for benchmarks)."""
+    from mobilekit.benchmarks.cases import plan_cases
+    from mobilekit.pipeline import model_input_size
+    from mobilekit.training.config import TrainConfig
+    from mobilekit.training.loop import training_size
+
+    deploy = create_model(name).deploy
+    assert training_size(TrainConfig(model=name, data="d"), deploy) == (size or 256)
+    assert model_input_size(name, 256) == (size or 256)
+    assert {c.imgsz for c in plan_cases([name], [], [1], backends=("torch",))} == {(size or 640, size or 640)}
+    if size:
+        with pytest.raises(MobilekitError, match=f"trains at its own input size {size}x{size} only"):
+            training_size(TrainConfig(model=name, data="d", imgsz=size + 32), deploy)
