@@ -108,6 +108,15 @@ def resolve_weights(recorded: str | None) -> str | None:
     return str(shared) if shared.is_file() else None
 
 
+def default_size(model: str) -> tuple[int, int]:
+    """640x640, or the model's own input size where its family works at that size only (BlazeFace)."""
+    from mobilekit.families import family_of
+    from mobilekit.models import create_model
+
+    deploy = create_model(model).deploy
+    return tuple(deploy.input_size) if family_of(deploy).native_input_only else (640, 640)
+
+
 def default_threads() -> list[int]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return sorted({1, usable})
@@ -177,7 +186,7 @@ def plan_cases(
             for artefact in artefacts:
                 cases += _file_cases(artefact, sizes, threads, device, backends)
         elif target in list_models() or is_model_file(target):
-            model_sizes = sizes or [(640, 640)]
+            model_sizes = sizes or [default_size(target)]
             cases += _torch_cases(target, weights, None if weights else 0, model_sizes, threads, device, backends)
             if onnx_dir is not None and "onnxruntime" in backends:
                 for size in model_sizes:

@@ -26,7 +26,8 @@ echo "load average now: $(cut -d' ' -f1-3 /proc/loadavg) (recorded numbers need 
 mkdir -p "$EXPORT_DIR" "$RESULTS"
 
 # 1. Exports of every registered model, every format, at every size (skipped when present). Models with
-#    trained weights in the shared folder use them; the others are exported randomly initialised (seeded,
+#    trained weights in the shared folder use them (BlazeFace: Google's files, at the model's own size); the
+#    others are exported randomly initialised (seeded,
 #    labelled "random_init" in their sidecars): latency does not depend on the weight values.
 python - "$EXPORT_DIR" "$SHARED" "$SIZES" <<'PY'
 import sys
@@ -35,19 +36,22 @@ from pathlib import Path
 from mobilekit.converters.model_source import build_source_model, source_metadata
 from mobilekit.converters.pipeline import FORMATS, export_model
 from mobilekit.errors import MobilekitError
-from mobilekit.models import list_models
+from mobilekit.families import family_of
+from mobilekit.models import create_model, list_models
+from mobilekit.models.blazeface import GOOGLE_WEIGHTS
 
 export_dir, shared, sizes = Path(sys.argv[1]), Path(sys.argv[2]), [int(s) for s in sys.argv[3].split(",")]
 for name in list_models():
-    weights = shared / "weights" / f"{name}_widerface.pth"
+    weights = shared / "weights" / GOOGLE_WEIGHTS.get(name, f"{name}_widerface.pth")
     weights, seed = (weights, None) if weights.is_file() else (None, 0)
-    for size in sizes:
+    deploy = create_model(name).deploy
+    for size in [deploy.input_size[0]] if family_of(deploy).native_input_only else sizes:  # BlazeFace: its own size
         out = export_dir / name
-        if (out / f"{name}_{size}_int8_full.tflite").is_file():
+        if (out / f"{name}_{size}_int8.tflite").is_file():
             continue
         try:
             model = build_source_model(name, weights, random_seed=seed)
-            export_model(model, size, out, FORMATS, calib_images=shared / "images", source=source_metadata(weights, seed))
+            export_model(model, size, out, FORMATS, calib_images=shared / "images", source=source_metadata(weights, seed, name))
             print(f"exported {name} at {size} to {out} ({'trained weights' if weights else 'random init'})")
         except MobilekitError as exc:  # a model that does not convert is reported, the rest still runs
             print(f"export of {name} at {size} failed: {exc}")

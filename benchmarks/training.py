@@ -39,12 +39,12 @@ class TrainCase:
     compile: bool = False  # torch.compile the model; its compilation time is the first warm-up step's
 
 
-def synthetic_batch(batch: int, imgsz: int, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Random RGB images with three faces each (normalised target rows with landmarks)."""
+def synthetic_batch(batch: int, imgsz: int, seed: int = 0, num_keypoints: int = 5) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Random RGB images with three faces each (normalised target rows with ``num_keypoints`` keypoints)."""
     gen = torch.Generator().manual_seed(seed)
     images = torch.rand(batch, 3, imgsz, imgsz, generator=gen) * 255
     face = torch.tensor([[0.1, 0.1, 0.3, 0.35], [0.5, 0.2, 0.6, 0.32], [0.4, 0.6, 0.8, 0.95]])
-    points = face[:, :2].repeat(1, 5) + 0.5 * (face[:, 2:] - face[:, :2]).repeat(1, 5)
+    points = face[:, :2].repeat(1, num_keypoints) + 0.5 * (face[:, 2:] - face[:, :2]).repeat(1, num_keypoints)
     target = torch.cat([face, points, torch.ones(3, 1)], dim=1)
     return images, [target.clone() for _ in range(batch)]
 
@@ -65,7 +65,7 @@ def measure_training(case: TrainCase, steps: int = 3, warmup: int = 1) -> dict:
     criterion = build_criterion(model, (case.imgsz, case.imgsz))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    images, targets = synthetic_batch(case.batch, case.imgsz)
+    images, targets = synthetic_batch(case.batch, case.imgsz, num_keypoints=model.deploy.num_landmarks)
     images = images.to(device).contiguous(memory_format=memory_format)
     targets = [t.to(device) for t in targets]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

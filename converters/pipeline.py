@@ -70,6 +70,18 @@ def resolve_formats(
     return tuple(resolved)
 
 
+def _drop_unusable_uint8(formats: tuple[str, ...], deploy, warn: Callable[[str], None] | None) -> tuple[str, ...]:
+    """``formats`` without the uint8-output variants when ``deploy``'s family declares them unusable
+    (``uint8_outputs_unusable``); ``warn`` gets the one-line reason."""
+    reason = family_of(deploy).uint8_outputs_unusable
+    dropped = [f for f in formats if VARIANT[f].input_dtype == "uint8"]
+    if not reason or not dropped:
+        return formats
+    if warn is not None:
+        warn(f"{', '.join(dropped)} not written for {deploy.name}: {reason}")
+    return tuple(f for f in formats if f not in dropped)
+
+
 def check_input_size(input_hw: tuple[int, int], deploy) -> None:
     height, width = input_hw
     stride = deploy.max_stride
@@ -116,6 +128,7 @@ def export_model(
     input_hw = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
     deploy = model.deploy
     check_input_size(input_hw, deploy)
+    formats = _drop_unusable_uint8(formats, deploy, warn)
     out_dir = Path(out_dir).resolve()  # the TFLite worker runs in its own folder
     check_output_dir(out_dir)
     litert_variants = tuple(v for v in TFLITE_VARIANTS if v in formats and VARIANT[v].converter == "litert")

@@ -4,6 +4,8 @@ Runs inside the TFLite worker (TensorFlow imported). A layer is named by its out
 calibrated model, the name TensorFlow's MLIR quantiser deny-lists. ``--keep-float`` takes:
 
 - ``heads``: the last computing op before each output (only reshapes / concatenations / softmax after it);
+- ``outputs``: the heads and the shape-only ops after them, so that the outputs never pass through int8
+  (a head kept in float alone is requantised for the reshapes and concatenations that follow it);
 - an op type in capitals (``FULLY_CONNECTED``): every op of that type;
 - a tensor name (as listed in the sidecar's ``int8.float_layers`` of an earlier export);
 - ``auto``: layers ranked by TensorFlow's quantisation debugger (per-layer RMSE in quantisation steps on
@@ -42,8 +44,9 @@ def _op_outputs(model: bytes) -> list[tuple[str, str]]:
     return [(op["op_name"], names[op["outputs"][0]]) for op in interpreter._get_ops_details() if op["outputs"].size]
 
 
-def head_layers(model: bytes) -> list[str]:
-    """The last computing op before each output, following shape-only ops backwards."""
+def head_layers(model: bytes, with_shape_ops: bool = False) -> list[str]:
+    """The last computing op before each output, following shape-only ops backwards; with
+    ``with_shape_ops``, those shape-only ops too (not the (de)quantisations)."""
     interpreter = _interpreter(model)
     ops = interpreter._get_ops_details()
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
@@ -59,19 +62,21 @@ def head_layers(model: bytes) -> list[str]:
         op = producer[tensor]
         if op["op_name"] in SHAPE_ONLY_OPS:
             pending.extend(int(i) for i in op["inputs"] if i >= 0)
+            if with_shape_ops and op["op_name"] not in ("QUANTIZE", "DEQUANTIZE"):
+                heads.append(names[tensor])
         else:
             heads.append(names[tensor])
     return sorted(heads)
 
 
 def resolve_layers(model: bytes, specs: list[str]) -> list[str]:
-    """Tensor names for ``specs`` (``heads``, op types, tensor names); raises naming an unknown entry."""
+    """Tensor names for ``specs`` (``heads``, ``outputs``, op types, tensor names); raises naming an unknown entry."""
     ops = _op_outputs(model)
     names = {name for _, name in ops}
     chosen: list[str] = []
     for spec in specs:
-        if spec == "heads":
-            found = head_layers(model)
+        if spec in ("heads", "outputs"):
+            found = head_layers(model, with_shape_ops=spec == "outputs")
         elif re.fullmatch(r"[A-Z][A-Z0-9_]*", spec):
             found = [name for op_type, name in ops if op_type == spec]
         else:

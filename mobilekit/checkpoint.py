@@ -93,9 +93,21 @@ def compare_state_dict(module: nn.Module, state: dict[str, torch.Tensor], path: 
     return report
 
 
+def read_weights_for(module: nn.Module, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict for ``module`` from ``path``: a file format the model reads itself (its
+    ``foreign_weight_suffixes``, e.g. BlazeFace from Google's ``.tflite``), else a PyTorch checkpoint."""
+    if Path(path).suffix.lower() in getattr(module, "foreign_weight_suffixes", ()):
+        if not Path(path).is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        return module.state_dict_from_file(path)
+    return read_state_dict(path)
+
+
 def load_weights(module: nn.Module, path: str | os.PathLike, ignore: tuple[str, ...] = ()) -> LoadReport:
     """Load ``path`` into ``module`` strictly; keys starting with an ``ignore`` prefix are dropped first."""
-    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(ignore)} if ignore else read_state_dict(path)
+    state = read_weights_for(module, path)
+    if ignore:
+        state = {k: v for k, v in state.items() if not k.startswith(ignore)}
     report = compare_state_dict(module, state, str(path))
     if not report.ok:
         name = getattr(getattr(module, "deploy", None), "name", type(module).__name__)
@@ -114,8 +126,9 @@ def load_backbone(model: nn.Module, path: str | os.PathLike) -> LoadReport:
 
 def load_partial(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     """Load every shared key of ``path`` into ``model`` (for fine-tuning a variant); anything that
-    does not fit is reported, never silently ignored: shape mismatches and unknown keys raise."""
-    state = read_state_dict(path)
+    does not fit is reported, never silently ignored: shape mismatches and unknown keys raise.
+    Reads any file the model reads (:func:`read_weights_for`), e.g. Google's ``.tflite`` for BlazeFace."""
+    state = read_weights_for(model, path)
     report = compare_state_dict(model, state, str(path))
     if report.mismatched or report.unexpected:
         raise CheckpointError(f"checkpoint {path} does not fit {type(model).__name__}: {report.describe()}")

@@ -1,4 +1,4 @@
-"""Drawing detections on an image (boxes, scores, the 5 landmarks)."""
+"""Drawing detections on an image (boxes, scores, landmarks: 5, or 6 for BlazeFace)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import numpy as np
 
 from mobilekit.postprocess import Detections
 
-# One colour per landmark: left eye, right eye, nose, left mouth corner, right mouth corner (RGB).
-LANDMARK_COLORS = ((255, 0, 0), (0, 255, 255), (255, 0, 255), (0, 255, 0), (0, 0, 255))
+# One colour per landmark index (RGB): RetinaFace's left eye, right eye, nose, left / right mouth corner;
+# BlazeFace's right eye, left eye, nose tip, mouth centre, right / left ear tragion.
+LANDMARK_COLORS = ((255, 0, 0), (0, 255, 255), (255, 0, 255), (0, 255, 0), (0, 0, 255), (255, 255, 0))
 
 
 def draw_detections(image: np.ndarray, dets: Detections, min_score: float = 0.5) -> np.ndarray:

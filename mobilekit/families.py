@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
+
 from mobilekit.config import LANDMARK_NAMES, DeployConfig
 from mobilekit.postprocess import Detections, PostprocessConfig
 from mobilekit.yolo_decode import YOLO_NMS_OFFSET
@@ -51,6 +53,11 @@ class DetectorFamily:
     parity: ClassVar[ParityTolerance] = ParityTolerance()
     model_parity: ClassVar[dict[str, ParityTolerance]] = {}  # per-model exceptions, each with its measured reason
     keypoint_names: ClassVar[tuple[str, ...]] = LANDMARK_NAMES  # in output order; a model has the first num_landmarks
+    # Per keypoint, the label.txt landmarks (LANDMARK_NAMES) whose mean it is in training targets; a keypoint
+    # the labels lack maps to () and is masked in the loss. None: the keypoints are the label landmarks.
+    keypoint_sources: ClassVar[dict[str, tuple[str, ...]] | None] = None
+    native_input_only: ClassVar[bool] = False  # whether images go to the model's deploy.input_size unless a size is given
+    uint8_outputs_unusable: ClassVar[str] = ""  # why full-integer files (uint8 outputs) lose this family's faces; empty: they do not
 
     def postprocess(self, deploy: DeployConfig, **overrides) -> PostprocessConfig:
         """Evaluation decode settings for ``deploy`` (score >= ``eval_score_threshold``, the model's
@@ -84,6 +91,27 @@ class DetectorFamily:
 
     def keypoint_columns(self, deploy: DeployConfig) -> list[str]:
         return [f"{name}_{axis}" for name in self.keypoints(deploy) for axis in ("x", "y")]
+
+    def label_keypoint_map(self, deploy: DeployConfig) -> np.ndarray:
+        """``[L, 5]`` float32 weights turning a label's 5 landmarks into ``deploy``'s L keypoints
+        (``keypoints = weights @ landmarks``); an all-zero row is a keypoint the labels lack."""
+        names = self.keypoints(deploy)
+        sources = self.keypoint_sources or {name: (name,) for name in names}
+        weights = np.zeros((len(names), len(LANDMARK_NAMES)), dtype=np.float32)
+        for row, name in enumerate(names):
+            for source in sources[name]:
+                weights[row, LANDMARK_NAMES.index(source)] = 1.0 / len(sources[name])
+        return weights
+
+    def label_landmarks(self, deploy: DeployConfig, keypoints: np.ndarray) -> np.ndarray | None:
+        """Detected keypoints ``[K, 2L]`` -> label.txt's 5 landmarks ``[K, 5, 2]`` (pseudo-labels), or None
+        when the keypoints do not give all five (BlazeFace: one mouth centre for two corners)."""
+        weights = self.label_keypoint_map(deploy)
+        exact = weights.max(axis=1) == 1.0  # keypoints that are one label landmark, not a mean of several
+        rows = [np.flatnonzero(exact & (weights[:, j] == 1.0)) for j in range(len(LANDMARK_NAMES))]
+        if any(len(r) == 0 for r in rows):
+            return None
+        return np.asarray(keypoints).reshape(len(keypoints), -1, 2)[:, [int(r[0]) for r in rows]]
 
     def parity_tolerance(self, deploy: DeployConfig) -> ParityTolerance:
         """The family's tolerance, or the model's declared exception."""
@@ -232,7 +260,97 @@ class YoloFamily(DetectorFamily):
         return deploy.yolo_anchors
 
 
-FAMILIES: dict[str, DetectorFamily] = {family.name: family for family in (RetinaFaceFamily(), YoloFamily())}
+class BlazeFaceFamily(DetectorFamily):
+    """MediaPipe's BlazeFace: SSD anchors of fixed size, regressions in input pixels relative to the anchor
+    centre, sigmoid scores clipped at +-100, weighted NMS (:mod:`mobilekit.blazeface_decode`)."""
+
+    name = "blazeface"
+    augmentation = "letterbox"
+    nms_offset = 0.0  # normalised-coordinate IoU, no +1
+    output_meanings = {
+        "regressors": "per anchor: box centre x, y (offsets from the anchor centre), width, height, then 6 keypoints x, y "
+        "(offsets from the anchor centre); input pixels",
+        "classificators": "per anchor: face score logit (MediaPipe: sigmoid after clipping to [-100, 100])",
+    }
+    score_output = "classificators"
+    # MediaPipe's FaceKeyPoint order; "right" is the person's right (the image's left on an unmirrored photo).
+    keypoint_names = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
+    # The person's right eye is the image's left: label.txt's "left_eye" (checked on the shared photos against
+    # the RetinaFace reference detections); the ears are not in RetinaFace-layout labels.
+    keypoint_sources = {
+        "right_eye": ("left_eye",),
+        "left_eye": ("right_eye",),
+        "nose_tip": ("nose",),
+        "mouth_center": ("left_mouth_corner", "right_mouth_corner"),
+        "right_ear_tragion": (),
+        "left_ear_tragion": (),
+    }
+    native_input_only = True  # anchors and training are for the model's own input size
+    # Regressors reach hundreds of pixels on hopeless anchors: float32 (Google's own file included, 8e-3)
+    # lands up to ~1e-2 from the float64 reference. A conversion bug moves outputs by 1 or more.
+    parity = ParityTolerance(fp32_max_abs=1e-2)
+    uint8_outputs_unusable = (
+        "one uint8 scale per output spans the hopeless anchors' values (logits down to -600, regressors to "
+        "hundreds of pixels): 2.2 logits and 1.7 px per step on blazeface_short, 6 false faces on 3 photos"
+    )
+
+    def postprocess(self, deploy, **overrides):
+        """MediaPipe's decode: score >= the model's ``min_score_thresh`` (``deploy.score_threshold``: it also
+        decides which boxes the weighted NMS blends, so evaluation uses it too), weighted NMS at ``nms_iou``."""
+        base = PostprocessConfig(conf_threshold=deploy.score_threshold, nms_iou=deploy.nms_iou, nms_offset=self.nms_offset)
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def decode(self, deploy, outputs, input_hw, cfg):
+        from mobilekit.blazeface_decode import blazeface_detections, ssd_anchors
+
+        anchors = ssd_anchors(self._anchors(deploy), input_hw)
+        return blazeface_detections(outputs["regressors"], outputs["classificators"], anchors, input_hw, cfg)
+
+    def criterion(self, model, image_size, loc_weight):
+        from mobilekit.training.blazeface_loss import BlazeFaceLoss
+
+        mask = self.label_keypoint_map(model.deploy).any(axis=1)
+        return BlazeFaceLoss(self._anchors(model.deploy), image_size, tuple(bool(m) for m in mask), loc_weight=loc_weight)
+
+    def anchors(self, deploy):
+        return self._anchors(deploy).to_dict()
+
+    def anchors_document(self, deploy, input_hw):
+        from mobilekit.blazeface_decode import ssd_anchors
+
+        height, width = input_hw
+        anchors = ssd_anchors(self._anchors(deploy), input_hw)
+        return {
+            "layout": "cx,cy,w,h",
+            "normalized": True,
+            "input_size": [height, width],
+            "order": "stride group -> row -> column -> anchor (output-row order)",
+            **{k: v for k, v in self._anchors(deploy).to_dict().items() if k not in ("type", "order")},
+            "decode": "x = regressor / input_width * anchor_w + anchor_cx (centres and keypoints), w = regressor / input_width * anchor_w; "
+            "likewise y with the height; normalised, times the input size for pixels",
+            "count": int(len(anchors)),
+            "anchors": [[float(v) for v in row] for row in anchors],
+        }
+
+    def output_columns(self, name, deploy):
+        return {
+            "regressors": ["cx_offset", "cy_offset", "w", "h", *[f"{p}_offset" for p in self.keypoint_columns(deploy)]],
+            "classificators": ["face_logit"],
+        }.get(name, [])
+
+    def output_groups(self, name, deploy):
+        if name != "regressors":
+            return super().output_groups(name, deploy)
+        return {"regressors.box": slice(0, 4), "regressors.keypoints": slice(4, None)}
+
+    @staticmethod
+    def _anchors(deploy: DeployConfig):
+        if deploy.ssd_anchors is None:
+            raise ValueError(f"{deploy.name} is a 'blazeface' model but its deployment config has no ssd_anchors")
+        return deploy.ssd_anchors
+
+
+FAMILIES: dict[str, DetectorFamily] = {family.name: family for family in (RetinaFaceFamily(), YoloFamily(), BlazeFaceFamily())}
 
 
 def family_of(deploy: DeployConfig) -> DetectorFamily:

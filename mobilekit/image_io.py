@@ -71,7 +71,8 @@ class InputTransform:
 def resize_to_input(
     image: np.ndarray, size: tuple[int, int] | None, mode: str = "stretch", pad_value: float = 0.0
 ) -> tuple[np.ndarray, InputTransform]:
-    """Bring an RGB uint8 image to ``size`` (H, W) by stretching or letterboxing (centred).
+    """Bring an RGB uint8 image to ``size`` (H, W) by stretching, letterboxing (centred) or MediaPipe's
+    letterbox (``letterbox_mediapipe``: :func:`mediapipe_letterbox`).
 
     ``size=None`` keeps the image as it is. Returns the resized uint8 image and its transform.
     """
@@ -90,7 +91,25 @@ def resize_to_input(
         canvas = np.full((out_h, out_w, 3), pad_value, dtype=np.uint8)
         canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
         return canvas, InputTransform(new_w / w, new_h / h, pad_x, pad_y)
-    raise ValueError(f"unknown resize mode {mode!r} (stretch or letterbox)")
+    if mode == "letterbox_mediapipe":
+        return mediapipe_letterbox(image, (out_h, out_w), pad_value)
+    raise ValueError(f"unknown resize mode {mode!r} (stretch, letterbox or letterbox_mediapipe)")
+
+
+def mediapipe_letterbox(image: np.ndarray, size: tuple[int, int], pad_value: float = 0.0) -> tuple[np.ndarray, InputTransform]:
+    """MediaPipe's ``ImageToTensorCalculator`` with ``keep_aspect_ratio`` on the whole image: the centred
+    region of the input's aspect ratio that holds the image, sampled by ``cv2.warpPerspective``
+    (bilinear, constant border) from its corners to the tensor's corners. Tensor pixel ``x`` samples the
+    image at ``(x - pad) / scale`` (no half-pixel shift, unlike ``cv2.resize``) and the pads are fractional."""
+    h, w = image.shape[:2]
+    out_h, out_w = size
+    scale = min(out_h / h, out_w / w)
+    roi_w, roi_h = out_w / scale, out_h / scale  # the region of the input's aspect ratio around the image
+    corners = cv2.boxPoints(((w / 2, h / 2), (roi_w, roi_h), 0.0))  # bottom-left, top-left, top-right, bottom-right
+    target = np.array([[0, out_h], [0, 0], [out_w, 0], [out_w, out_h]], dtype=np.float32)
+    matrix = cv2.getPerspectiveTransform(corners.astype(np.float32), target)
+    warped = cv2.warpPerspective(image, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(pad_value,) * 3)
+    return warped, InputTransform(scale, scale, (out_w - w * scale) / 2, (out_h - h * scale) / 2)
 
 
 def to_nchw(image: np.ndarray) -> np.ndarray:

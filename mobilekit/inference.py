@@ -11,7 +11,7 @@ from mobilekit.checkpoint import load_weights
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import resize_to_input, to_nchw
 from mobilekit.models import FaceDetector, create_model
-from mobilekit.families import decode_outputs
+from mobilekit.families import decode_outputs, family_of
 from mobilekit.postprocess import Detections, PostprocessConfig
 
 
@@ -49,8 +49,11 @@ def detect_image(
     post: PostprocessConfig | None = None,
 ) -> Detections:
     """Faces in an RGB uint8 image, in that image's pixels (NumPy arrays, sorted by score); ``post``
-    defaults to the model family's evaluation settings."""
+    defaults to the model family's evaluation settings; ``imgsz`` None keeps the image's size, or takes the
+    model's input size where its family decodes only at that size."""
     deploy = model.deploy
+    if imgsz is None and family_of(deploy).native_input_only:
+        imgsz = deploy.input_size
     resized, transform = resize_to_input(image, imgsz, deploy.resize, deploy.pad_value)
     outputs = run_model(model, to_nchw(resized))
     single = {k: v[0] for k, v in outputs.items()}

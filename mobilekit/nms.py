@@ -57,3 +57,40 @@ def nms_on_device(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: floa
     """The torch-op loop wherever the tensors are (what CUDA tensors use), also for CPU tensors."""
     keep = _greedy(boxes, scores, iou_threshold, offset, max_keep)
     return torch.stack(keep).to(torch.int64) if keep else torch.empty(0, dtype=torch.int64, device=boxes.device)
+
+
+def weighted_nms(boxes: Array, scores: Array, points: Array, iou_threshold: float, max_keep: int | None = None) -> tuple[Array, Array, Array]:
+    """MediaPipe's weighted NMS ("blending"; ``NonMaxSuppressionCalculator``, ``algorithm: WEIGHTED``).
+
+    Visit boxes by descending score; the best remaining box and every remaining box whose IoU with it
+    is above ``iou_threshold`` (itself included) form a cluster that leaves the pool; the output is the
+    cluster's score-weighted mean box and keypoints with the best box's score. IoU without a +1 (MediaPipe
+    works on normalised coordinates). A best box of zero area overlaps nothing, not even itself: it is
+    output unblended and, as in MediaPipe, ends the loop. Returns (boxes, scores, points), best first.
+    """
+    xp = torch if isinstance(boxes, torch.Tensor) else np
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = (x2 - x1) * (y2 - y1)
+    order = _descending(scores)
+    kept_boxes, kept_scores, kept_points = [], [], []
+    while order.shape[0] > 0 and (max_keep is None or len(kept_scores) < max_keep):
+        i = order[0]
+        w = (xp.minimum(x2[i], x2[order]) - xp.maximum(x1[i], x1[order])).clip(min=0.0)
+        h = (xp.minimum(y2[i], y2[order]) - xp.maximum(y1[i], y1[order])).clip(min=0.0)
+        inter = w * h
+        union = areas[i] + areas[order] - inter
+        iou = xp.where(union > 0, inter / xp.where(union > 0, union, 1.0), 0.0)
+        cluster = iou > iou_threshold
+        members, order = order[cluster], order[~cluster]
+        kept_scores.append(scores[i])
+        if members.shape[0] == 0:
+            kept_boxes.append(boxes[i])
+            kept_points.append(points[i])
+            break
+        weights = scores[members][:, None]
+        total = weights.sum()
+        kept_boxes.append((boxes[members] * weights).sum(0) / total)
+        kept_points.append((points[members] * weights).sum(0) / total)
+    if not kept_scores:
+        return boxes[:0], scores[:0], points[:0]
+    return xp.stack(kept_boxes), xp.stack(kept_scores), xp.stack(kept_points)

@@ -26,7 +26,7 @@ class PipelineConfig:
     data: Path | None = None  # None: a synthetic dataset is made in out/data
     train_config: Path | None = None  # YAML with training settings (overridden by the fields below)
     synth_images: int = 300
-    imgsz: int = 256  # synthetic data, training, evaluation and export size
+    imgsz: int = 256  # synthetic data, training, evaluation and export size (BlazeFace: its own size but for the data)
     epochs: int = 6
     pretrained_backbone: Path | None = None  # default: the ImageNet MobileNet-0.25 in the shared folder, if present
     device: str = "auto"
@@ -34,6 +34,16 @@ class PipelineConfig:
     calib_count: int = 32  # int8 calibration photos, from train/: parity then judges int8 on val/ photos it never saw
     flutter_out: Path | None = None  # default: flutter_assets/<model>
     fresh: bool = False
+
+
+def model_input_size(model: str, imgsz: int) -> int:
+    """The size the model trains, evaluates and exports at: ``imgsz``, or its own input size where its family
+    works at that size only (BlazeFace)."""
+    from mobilekit.families import family_of
+    from mobilekit.models import create_model
+
+    deploy = create_model(model).deploy
+    return deploy.input_size[0] if family_of(deploy).native_input_only else imgsz
 
 
 @dataclass
@@ -57,6 +67,7 @@ class Pipeline:
         self.flutter_out = Path(cfg.flutter_out) if cfg.flutter_out else Path("flutter_assets") / cfg.model
         self.results: list[StepResult] = []
         self.weights: Path | None = None
+        self.model_imgsz = model_input_size(cfg.model, cfg.imgsz)
 
     # -- steps ----------------------------------------------------------------------------------
     def make_data(self) -> StepResult:
@@ -85,7 +96,7 @@ class Pipeline:
             "model": self.cfg.model,
             "data": str(self.data),
             "out": str(self.train_dir),
-            "imgsz": self.cfg.imgsz,
+            "imgsz": self.model_imgsz,
             "epochs": self.cfg.epochs,
             "device": self.cfg.device,
             "seed": self.cfg.seed,
@@ -118,7 +129,7 @@ class Pipeline:
         from mobilekit.inference import load_model
 
         model = load_model(self.cfg.model, self.weights)
-        metrics = evaluate_dataset(model, self.data, "val", self.cfg.imgsz)
+        metrics = evaluate_dataset(model, self.data, "val", self.model_imgsz)
         write_json_atomic(self.out / "eval.json", metrics)
         summary = f"val AP50 {metrics['ap50']:.3f}, recall {metrics['recall']:.3f} on {metrics['images']} images"
         return StepResult("evaluate", 0.0, summary, str(self.out / "eval.json"), details=metrics)
@@ -130,7 +141,7 @@ class Pipeline:
         model = build_source_model(self.cfg.model, self.weights)
         paths = export_model(
             model,
-            self.cfg.imgsz,
+            self.model_imgsz,
             self.export_dir,
             formats=FORMATS,
             calib_images=self.data / "train" / "images",
@@ -163,7 +174,7 @@ class Pipeline:
         from mobilekit.benchmarks.suite import run_suite
         from mobilekit.benchmarks.timing import TimingConfig
 
-        cases = plan_cases([str(self.export_dir)], [(self.cfg.imgsz, self.cfg.imgsz)], [2], backends=("torch", "onnxruntime", "tflite"))
+        cases = plan_cases([str(self.export_dir)], [(self.model_imgsz, self.model_imgsz)], [2], backends=("torch", "onnxruntime", "tflite"))
         image = sorted((self.data / "val" / "images").iterdir())[0]
         report = run_suite(cases, TimingConfig(warmup=2, runs=10, min_seconds=0.5), image, isolate=False)
         write_json(report, self.out / "benchmark.json")

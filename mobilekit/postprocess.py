@@ -30,7 +30,8 @@ class PostprocessConfig:
 
 @dataclass
 class Detections:
-    """Faces in pixels of the decoded frame: ``boxes`` [K, 4] xyxy, ``scores`` [K], ``landmarks`` [K, 10]."""
+    """Faces in pixels of the decoded frame: ``boxes`` [K, 4] xyxy, ``scores`` [K], ``landmarks`` [K, 2L]
+    (the family's L keypoints, x/y interleaved: 5 for RetinaFace/YOLO, 6 for BlazeFace)."""
 
     boxes: np.ndarray | torch.Tensor
     scores: np.ndarray | torch.Tensor

@@ -122,3 +122,43 @@ def both_converters_export(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("both_converters")
     main(["export", RETINAFACE, "--random-init", "--imgsz", "128", "--tflite", "--converter", "both", "--out", str(out)])
     return out
+
+
+@pytest.fixture(scope="session")
+def blazeface_exports(shared: Path, calibration_half: Path, tmp_path_factory):
+    """``export(name)`` -> (model, export dir, {file name suffix: path}): BlazeFace with Google's weights at its
+    own input size: ONNX, simplified ONNX, TFLite fp32/fp16/int8 (int8 calibrated on half of the shared photos;
+    the family writes no int8_full). Cached per model for the session; 20-40 s each on 2 cores."""
+    from mobilekit.converters import build_source_model, export_model, source_metadata
+
+    cache: dict[str, tuple] = {}
+
+    def export(name: str) -> tuple:
+        if name not in cache:
+            from mobilekit.models.blazeface import GOOGLE_WEIGHTS
+
+            weights = shared / "weights" / GOOGLE_WEIGHTS[name]
+            model = build_source_model(name, weights)
+            out = tmp_path_factory.mktemp(name)
+            paths = export_model(model, model.deploy.input_size, out, formats=("onnx", "onnx_sim", "fp32", "fp16", "int8", "int8_full"),
+                                 calib_images=calibration_half, source=source_metadata(weights, None, name))
+            cache[name] = (model, out, {p.name.rsplit("_", 1)[-1]: p for p in paths})
+        return cache[name]
+
+    return export
+
+
+@pytest.fixture(scope="session")
+def blazeface_packages(blazeface_exports, tmp_path_factory):
+    """``package(name)`` -> the fp32 ``mobilekit package`` folder of :func:`blazeface_exports`' export, cached."""
+    from mobilekit.flutter.package import package_export
+
+    cache: dict[str, Path] = {}
+
+    def package(name: str) -> Path:
+        if name not in cache:
+            _, export_dir, _ = blazeface_exports(name)
+            cache[name] = package_export(export_dir, tmp_path_factory.mktemp("flutter_packages") / name, "fp32")
+        return cache[name]
+
+    return package

@@ -383,3 +383,32 @@ def test_dart_takes_its_constants_from_model_meta(retinaface_packages):
     assert names == {"loc", "conf", "landmarks"} and names <= set(re.findall(r"outputs\['(\w+)'\]", text))
     assert meta["landmark_order"] == ["left_eye", "right_eye", "nose", "left_mouth_corner", "right_mouth_corner"]
     assert "(left eye, right eye, nose, left mouth corner, right mouth corner)" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["blazeface_short", "blazeface_full"])
+def test_blazeface_package_alone_finds_mediapipes_faces(name, blazeface_packages, shared):
+    """The packaged folder (model.tflite, anchors.json, model_meta.json) decoded by the NumPy mirror of the
+    Dart decoder finds, on the shared photos, the faces MediaPipe itself finds (in photo pixels), and its
+    golden detections are what that decoder gives on the golden outputs."""
+    from tests.test_blazeface import MEDIAPIPE_TOLERANCE
+
+    folder = blazeface_packages(name)
+    meta, anchors, settings, runtime = load_package(folder)
+    assert meta["decoder"]["kind"] == "blazeface" and len(anchors) == {"blazeface_short": 896, "blazeface_full": 2304}[name]
+    assert meta["landmark_order"] == ["right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion"]
+    golden = {name: np.load(folder / rel) for name, rel in meta["golden"]["outputs"].items()}
+    expected = json.loads((folder / "golden" / "expected_detections.json").read_text())["faces"]
+    assert expected == ref.detect(golden, anchors, settings).to_json() and len(expected) >= 5
+    reference = json.loads((Path(__file__).parent / "data" / "mediapipe_face_detection.json").read_text())
+    tol = MEDIAPIPE_TOLERANCE[name]
+    resize = meta["input"]["resize"]
+    for photo, faces in reference["models"][name].items():
+        image = read_image(shared / "images" / photo)
+        height, width = meta["input"]["shape"][1:3]
+        transform = ref.letterbox_transform(image.shape[:2], (height, width), resize["mode"])
+        found = ref.undo_letterbox(ref.detect(runtime.run(resize_to_input(image, (height, width), resize["mode"], resize["pad_value"])[0][None]), anchors, settings).numpy(), transform)
+        assert len(found) == len(faces), photo
+        if faces:
+            iou = box_iou(np.array([f["box_xyxy"] for f in faces]), found.boxes.astype(np.float64))
+            assert iou.max(1).min() >= tol["iou"], photo

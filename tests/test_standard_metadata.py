@@ -170,8 +170,8 @@ def featherface_package(random_export_factory, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_tflite_support_reads_the_packaged_metadata_and_files(tflite_support_python, retinaface_packages, featherface_package):
-    folders = {"retinaface_mnet025": retinaface_packages["fp32"], "featherface_v1": featherface_package}
+def test_tflite_support_reads_the_packaged_metadata_and_files(tflite_support_python, retinaface_packages, featherface_package, blazeface_packages):
+    folders = {"retinaface_mnet025": retinaface_packages["fp32"], "featherface_v1": featherface_package, "blazeface_short": blazeface_packages("blazeface_short")}
     found = read_with_tflite_support(tflite_support_python, [folder / "model.tflite" for folder in folders.values()])
     for name, folder in folders.items():
         model = folder / "model.tflite"
@@ -192,7 +192,8 @@ def test_tflite_support_reads_the_packaged_metadata_and_files(tflite_support_pyt
         outputs = subgraph["output_tensor_metadata"]
         assert [t["name"] for t in outputs] == interpreter_order and set(interpreter_order) == set(family_of(deploy).output_meanings)
         labelled = {t["name"]: t["associated_files"] for t in outputs if "associated_files" in t}
-        assert labelled == {"conf": [{"name": "labels.txt", "description": labelled["conf"][0]["description"], "type": "TENSOR_AXIS_LABELS"}]}
+        score = family_of(deploy).score_output
+        assert labelled == {score: [{"name": "labels.txt", "description": labelled[score][0]["description"], "type": "TENSOR_AXIS_LABELS"}]}
         assert read["files"] == list(ASSOCIATED_FILES)
         assert read["sha256"] == {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in ASSOCIATED_FILES}
         assert meta["model"]["sha256"] == sha256_file(model)

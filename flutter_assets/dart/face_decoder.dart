@@ -1,8 +1,8 @@
 // Face decoder for mobilekit TFLite models: priors, decode, NMS, letterbox undo.
 //
 // Function for function the mirror of mobilekit/flutter/reference_decoder.py (the tested
-// contract): generateAnchors, loadAnchors, decode, decodeYolo, nms, detect, endToEndDetections,
-// letterboxTransform, undoLetterbox. Dart computes in float64 where NumPy uses float32, so
+// contract): generateAnchors, loadAnchors, decode, decodeYolo, decodeBlazeFace, nms, weightedNms, detect,
+// endToEndDetections, letterboxTransform, undoLetterbox. Dart computes in float64 where NumPy uses float32, so
 // results agree to ~1e-4 px; golden/expected_detections.json is the check.
 import 'dart:math' as math;
 import 'dart:typed_data';
@@ -13,8 +13,8 @@ class Anchor {
   const Anchor(this.cx, this.cy, this.w, this.h);
 }
 
-/// A face in pixels: box (x1, y1, x2, y2), score, landmarks x0, y0, ..., x4, y4
-/// (left eye, right eye, nose, left mouth corner, right mouth corner).
+/// A face in pixels: box (x1, y1, x2, y2), score, landmarks x0, y0, x1, y1, ... in the order of
+/// model_meta.json's landmark_order (5 for RetinaFace/YOLO models, 6 for BlazeFace).
 class Face {
   final List<double> box;
   final double score;
@@ -26,7 +26,7 @@ class Face {
 
 /// The `decoder` block of model_meta.json.
 class DecoderSettings {
-  final String kind; // retinaface | yolo | end_to_end
+  final String kind; // retinaface | yolo | blazeface | end_to_end
   final int inputHeight, inputWidth;
   final List<double> variances;
   final double scoreThreshold, nmsIou, nmsOffset;
@@ -96,9 +96,10 @@ List<Face> decode(Float32List loc, Float32List conf, Float32List landmarks, List
     final bw = a.w * math.exp(loc[4 * i + 2] * v1), bh = a.h * math.exp(loc[4 * i + 3] * v1);
     final x1 = cx - bw / 2, y1 = cy - bh / 2;
     final points = <double>[];
-    for (var k = 0; k < 5; k++) {
-      points.add((a.cx + landmarks[10 * i + 2 * k] * v0 * a.w) * w);
-      points.add((a.cy + landmarks[10 * i + 2 * k + 1] * v0 * a.h) * h);
+    final values = landmarks.length ~/ n; // 2 per landmark
+    for (var k = 0; k < values ~/ 2; k++) {
+      points.add((a.cx + landmarks[values * i + 2 * k] * v0 * a.w) * w);
+      points.add((a.cy + landmarks[values * i + 2 * k + 1] * v0 * a.h) * h);
     }
     faces.add(Face([x1 * w, y1 * h, (x1 + bw) * w, (y1 + bh) * h], scores[i], points));
   }
@@ -122,6 +123,52 @@ List<Face> decodeYolo(Float32List predictions, DecoderSettings s) {
   ];
 }
 
+/// BlazeFace outputs (regressors [N*16]: box cx, cy, w, h and keypoints x, y, input pixels relative to
+/// the anchor; classificators [N]: logits) -> candidate faces in model-input pixels, best first
+/// (MediaPipe's TensorsToDetections: score = sigmoid(clip(logit, +-100)) >= threshold, boxes with a
+/// negative size dropped).
+List<Face> decodeBlazeFace(Float32List regressors, Float32List logits, List<Anchor> anchors, DecoderSettings s) {
+  final n = anchors.length, values = regressors.length ~/ n;
+  final w = s.inputWidth.toDouble(), h = s.inputHeight.toDouble();
+  final scores = [for (var i = 0; i < n; i++) 1.0 / (1.0 + math.exp(-logits[i].clamp(-100.0, 100.0)))];
+  final idx = <int>[for (var i = 0; i < n; i++) if (scores[i] >= s.scoreThreshold && regressors[values * i + 2] >= 0 && regressors[values * i + 3] >= 0) i];
+  idx.sort((a, b) => scores[a] != scores[b] ? scores[b].compareTo(scores[a]) : a.compareTo(b));
+  final faces = <Face>[];
+  for (final i in idx.take(s.preNmsTopK)) {
+    final a = anchors[i], r = values * i;
+    final cx = regressors[r] / w * a.w + a.cx, cy = regressors[r + 1] / h * a.h + a.cy;
+    final bw = regressors[r + 2] / w * a.w, bh = regressors[r + 3] / h * a.h;
+    faces.add(Face([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], scores[i], [
+      for (var k = 4; k < values; k++) k.isEven ? (regressors[r + k] / w * a.w + a.cx) * w : (regressors[r + k] / h * a.h + a.cy) * h
+    ]));
+  }
+  return faces;
+}
+
+/// MediaPipe's weighted NMS (mobilekit.nms.weighted_nms) over faces sorted best first: the best face and
+/// every face with IoU > nmsIou (itself included) leave together as their score-weighted mean box and
+/// landmarks, with the best face's score. Keeps at most maxDetections.
+List<Face> weightedNms(List<Face> sorted, DecoderSettings s) {
+  double area(List<double> b) => (b[2] - b[0]) * (b[3] - b[1]);
+  final kept = <Face>[];
+  var rest = List<Face>.of(sorted);
+  while (rest.isNotEmpty && kept.length < s.maxDetections) {
+    final best = rest.first;
+    final cluster = [for (final f in rest) if (_iou(best.box, f.box, 0, area) > s.nmsIou) f];
+    rest = [for (final f in rest) if (!(_iou(best.box, f.box, 0, area) > s.nmsIou)) f];
+    if (cluster.isEmpty) {
+      kept.add(best); // zero-area box: overlaps nothing, not even itself; MediaPipe stops here
+      break;
+    }
+    final total = cluster.fold<double>(0, (t, f) => t + f.score);
+    List<double> blend(List<double> Function(Face) values) => [
+          for (var k = 0; k < values(best).length; k++) cluster.fold<double>(0, (t, f) => t + values(f)[k] * f.score) / total
+        ];
+    kept.add(Face(blend((f) => f.box), best.score, blend((f) => f.landmarks)));
+  }
+  return kept;
+}
+
 /// Greedy NMS over faces sorted best first (mobilekit.nms): area = (x2 - x1 + offset) * (y2 - y1 + offset),
 /// a face is dropped when its IoU with a kept face is > iou. Keeps at most maxDetections.
 List<Face> nms(List<Face> sorted, DecoderSettings s) {
@@ -143,18 +190,19 @@ List<Face> nms(List<Face> sorted, DecoderSettings s) {
 double _iou(List<double> a, List<double> b, double o, double Function(List<double>) area) {
   final w = math.max(math.min(a[2], b[2]) - math.max(a[0], b[0]) + o, 0.0);
   final h = math.max(math.min(a[3], b[3]) - math.max(a[1], b[1]) + o, 0.0);
-  final inter = w * h;
-  return inter / (area(a) + area(b) - inter);
+  final inter = w * h, union = area(a) + area(b) - inter;
+  return union > 0 ? inter / union : 0.0;
 }
 
-/// Outputs of an end-to-end model (boxes [1,K,4], scores [1,K], landmarks [1,K,10], num_detections [1]).
+/// Outputs of an end-to-end model (boxes [1,K,4], scores [1,K], landmarks [1,K,2L], num_detections [1]).
 List<Face> endToEndDetections(Map<String, Float32List> outputs) {
   final count = outputs['num_detections']![0].toInt();
   final boxes = outputs['boxes']!, scores = outputs['scores']!, lms = outputs['landmarks']!;
+  final values = lms.length ~/ scores.length;
   return [
     for (var i = 0; i < count; i++)
       Face([for (var k = 0; k < 4; k++) boxes[4 * i + k].toDouble()], scores[i].toDouble(),
-          [for (var k = 0; k < 10; k++) lms[10 * i + k].toDouble()])
+          [for (var k = 0; k < values; k++) lms[values * i + k].toDouble()])
   ];
 }
 
@@ -165,6 +213,8 @@ List<Face> detect(Map<String, Float32List> outputs, List<Anchor>? anchors, Decod
       return nms(decode(outputs['loc']!, outputs['conf']!, outputs['landmarks']!, anchors!, s), s);
     case 'yolo':
       return nms(decodeYolo(outputs['predictions']!, s), s);
+    case 'blazeface':
+      return weightedNms(decodeBlazeFace(outputs['regressors']!, outputs['classificators']!, anchors!, s), s);
     case 'end_to_end':
       return endToEndDetections(outputs);
   }
@@ -177,12 +227,16 @@ class LetterboxTransform {
   const LetterboxTransform(this.scaleX, this.scaleY, this.padX, this.padY);
 }
 
-/// The transform mobilekit.image_io.resize_to_input applies ('stretch' or centred 'letterbox').
+/// The transform mobilekit.image_io.resize_to_input applies ('stretch', centred 'letterbox', or
+/// 'letterbox_mediapipe': MediaPipe's, with the exact scale and fractional padding).
 LetterboxTransform letterboxTransform(int imageHeight, int imageWidth, int inputHeight, int inputWidth, {String mode = 'letterbox'}) {
   if (mode == 'stretch') {
     return LetterboxTransform(inputWidth / imageWidth, inputHeight / imageHeight, 0, 0);
   }
   final scale = math.min(inputHeight / imageHeight, inputWidth / imageWidth);
+  if (mode == 'letterbox_mediapipe') {
+    return LetterboxTransform(scale, scale, (inputWidth - imageWidth * scale) / 2, (inputHeight - imageHeight * scale) / 2);
+  }
   final newW = math.max(1, _roundHalfEven(imageWidth * scale)), newH = math.max(1, _roundHalfEven(imageHeight * scale));
   return LetterboxTransform(newW / imageWidth, newH / imageHeight, ((inputWidth - newW) ~/ 2).toDouble(), ((inputHeight - newH) ~/ 2).toDouble());
 }

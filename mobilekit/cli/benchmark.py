@@ -76,7 +76,7 @@ def benchmark(
     runs: int = typer.Option(50, "--runs", min=1, help="At least this many timed runs per measurement."),
     warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed warm-up runs."),
     min_seconds: float = typer.Option(2.0, "--min-seconds", min=0.0, help="Keep timing for at least this long."),
-    imgsz: Optional[str] = typer.Option(None, "--imgsz", callback=check_sizes, help="Input sizes, e.g. 320,640 or 480x640 (default: each export's size; 640 for model names)."),
+    imgsz: Optional[str] = typer.Option(None, "--imgsz", callback=check_sizes, help="Input sizes, e.g. 320,640 or 480x640 (default: each export's size; for model names 640, BlazeFace its own)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint for the PyTorch rows (default: the export's recorded weights, else random init)."),
     image: Optional[Path] = typer.Option(None, "--image", help="Photo for end-to-end timing (default: a shared test photo)."),
     backends: str = typer.Option(DEFAULT_BACKENDS, "--backends", help=f"Subset of {','.join(ALL_BACKENDS)} (tflite_builtin: TFLite with XNNPACK off)."),

@@ -80,13 +80,14 @@ def label(
             continue
         relative = path.relative_to(images_dir)
         dets = detect_image(detector, read_image(path), size, post)
+        landmarks = family_of(detector.deploy).label_landmarks(detector.deploy, dets.landmarks)  # None: boxes only
         faces = [
             Face(
                 (float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])),
-                lm.reshape(5, 2).astype("float32"),
+                None if landmarks is None else landmarks[i].astype("float32"),
                 0.0,
             )
-            for b, s, lm in zip(dets.boxes, dets.scores, dets.landmarks)
+            for i, (b, s) in enumerate(zip(dets.boxes, dets.scores))
             if s >= conf
         ]
         target = out / "images" / relative

@@ -19,7 +19,9 @@ def export(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint to export (loaded strictly)."),
     random_init: bool = typer.Option(False, "--random-init", help="No weights: export a randomly initialised model (tests only; labelled in the metadata)."),
     seed: int = typer.Option(0, "--seed", help="Seed for --random-init."),
-    imgsz: str = typer.Option("640", "--imgsz", callback=check_size, help="Input size N or H,W (multiples of the model's max stride)."),
+    imgsz: Optional[str] = typer.Option(
+        None, "--imgsz", callback=check_size, help="Input size N or H,W (multiples of the model's max stride; default: the model's own, 640 for most, 128/192 for BlazeFace)."
+    ),
     onnx: bool = typer.Option(False, "--onnx", help="Write the ONNX file."),
     simplify: bool = typer.Option(False, "--simplify", help="Write the onnxsim-simplified ONNX file."),
     tflite: bool = typer.Option(False, "--tflite", help="Write TFLite fp32 and fp16 (implies the ONNX steps)."),
@@ -31,7 +33,7 @@ def export(
     keep_float: Optional[str] = typer.Option(
         None,
         "--keep-float",
-        help="int8 layers left in float: 'auto' (fewest layers, ranked by TF's quantisation debugger, until the detections on the calibration photos meet the int8 target), 'heads', op types (FULLY_CONNECTED) or tensor names, comma-separated; 'none' for a fully int8 graph. Default: the model's declaration.",
+        help="int8 layers left in float: 'auto' (fewest layers, ranked by TF's quantisation debugger, until the detections on the calibration photos meet the int8 target), 'heads', 'outputs' (heads and the reshapes/concatenations after them), op types (FULLY_CONNECTED) or tensor names, comma-separated; 'none' for a fully int8 graph. Default: the model's declaration.",
     ),
     opset: int = typer.Option(17, "--opset", min=17, help="ONNX opset (>= 17)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic H/W in the ONNX files (priors then come from the metadata); TFLite stays static."),
@@ -57,7 +59,6 @@ def export(
         raise MobilekitError("--weights and --random-init exclude each other")
     if weights is None and not random_init:
         raise MobilekitError(f"no weights for {name}: pass --weights PATH (or --random-init for a test export)")
-    size = parse_size(imgsz)
     if calib_images is not None and not int8:
         raise MobilekitError("--calib-images is only used with --int8")
     if keep_float is not None and not int8:
@@ -65,6 +66,7 @@ def export(
     layers = None if keep_float is None else parse_keep_float(keep_float)
     formats = resolve_formats(onnx, simplify, tflite, fp16, int8, converter)
     model = build_source_model(name, weights, seed if random_init else None)
+    size = parse_size(imgsz) or model.deploy.input_size
     console = Console()
     console.print(f"exporting {name} at {size[0]}x{size[1]}: {', '.join(formats)} -> {out}")
     paths = export_model(
@@ -87,7 +89,7 @@ def parse_keep_float(value: str) -> tuple[str, ...]:
     """``--keep-float`` text -> layer specs; ``none`` -> () (fully int8); ``auto`` only on its own."""
     specs = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
     if not specs:
-        raise MobilekitError("--keep-float needs a value: auto, heads, none, op types or tensor names")
+        raise MobilekitError("--keep-float needs a value: auto, heads, outputs, none, op types or tensor names")
     if specs == ("none",):
         return ()
     if ("auto" in specs or "none" in specs) and len(specs) > 1:

@@ -16,7 +16,7 @@ from mobilekit.config import parse_size
 
 def params(
     name: str = typer.Argument(..., help="Registered model name (an unknown name lists the available ones)."),
-    imgsz: str = typer.Option("640", "--imgsz", callback=check_size, help="Input size N or H,W for the MAC count."),
+    imgsz: Optional[str] = typer.Option(None, "--imgsz", callback=check_size, help="Input size N or H,W for the MAC count (default: the model's own, 640 for most)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the breakdown to this JSON file."),
 ) -> None:
     """Total and per-component parameters and multiply-accumulates at an input size.
@@ -30,8 +30,8 @@ def params(
     from mobilekit.models import create_model
     from mobilekit.profiling import cost_breakdown
 
-    size = parse_size(imgsz)
     model = create_model(name)
+    size = parse_size(imgsz) or model.deploy.input_size
     rows = cost_breakdown(model, size)
     table = Table(title=f"{name} at {size[0]}x{size[1]}")
     table.add_column("component")

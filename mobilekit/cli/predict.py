@@ -33,11 +33,11 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 def predict(
     images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: str = typer.Option("retinaface_mnet025", "--model", help="Registered model name."),
-    weights: Path = typer.Option(..., "--weights", help="Checkpoint for the model (loaded strictly)."),
-    conf: Optional[float] = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold before NMS (default: the model family's, 0.02)."),
-    nms: Optional[float] = typer.Option(None, "--nms", min=0.0, max=1.0, help="NMS IoU threshold (default: the model's, e.g. 0.4 RetinaFace, 0.5 ADYOLOv5-Face)."),
+    weights: Path = typer.Option(..., "--weights", help="Checkpoint for the model (loaded strictly; BlazeFace also reads Google's .tflite)."),
+    conf: Optional[float] = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold before NMS (default: the model family's: 0.02; BlazeFace: MediaPipe's 0.5 short / 0.6 full range)."),
+    nms: Optional[float] = typer.Option(None, "--nms", min=0.0, max=1.0, help="NMS IoU threshold (default: the model's, e.g. 0.4 RetinaFace, 0.5 ADYOLOv5-Face, 0.3 BlazeFace's weighted NMS)."),
     max_det: int = typer.Option(750, "--max-det", min=1, help="Faces kept per image after NMS."),
-    imgsz: Optional[str] = typer.Option(None, "--imgsz", callback=check_size, help="Inference size N or H,W (default: each image's own size)."),
+    imgsz: Optional[str] = typer.Option(None, "--imgsz", callback=check_size, help="Inference size N or H,W (default: each image's own size; BlazeFace: its 128 / 192 input)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write all detections to this JSON file."),
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write images with faces drawn here."),
     widerface_out: Optional[Path] = typer.Option(
@@ -46,13 +46,15 @@ def predict(
     draw_score: float = typer.Option(0.5, "--draw-score", min=0.0, max=1.0, help="Only faces at or above this score are drawn."),
     device: str = typer.Option("auto", "--device", callback=check_device, help="cpu, cuda or auto."),
 ) -> None:
-    """Detect faces (boxes, scores, 5 landmarks) in images.
+    """Detect faces (boxes, scores, landmarks: 5, or BlazeFace's 6) in images.
 
     Examples:
 
       mobilekit predict photo.jpg --weights retinaface_mnet025_widerface.pth --save-dir out/
 
       mobilekit predict photos/ --model featherface_v1 --weights best.pth --imgsz 640 --json faces.json
+
+      mobilekit predict photo.jpg --model blazeface_short --weights face_detection_short_range.tflite
 
       mobilekit predict WIDER_val/images --weights best.pth --widerface-out preds/ && mobilekit eval widerface --preds preds/ --gt ../shared/widerface_eval
     """

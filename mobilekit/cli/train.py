@@ -30,12 +30,12 @@ def train_command(
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset root with train/label.txt (and val/label.txt)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Number of epochs."),
     batch: Optional[str] = typer.Option(None, "--batch", callback=check_batch, help="Images per step and process, or 'auto' (CUDA)."),
-    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Square training size (multiple of 32)."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Square training size (multiple of 32; default 256, BlazeFace models: their own input size, the only one they train at)."),
     device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:N or auto."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (bf16 where supported, else fp16)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pt exactly (its settings are reused)."),
     pretrained_backbone: Optional[Path] = typer.Option(None, "--pretrained-backbone", help="ImageNet MobileNetV1-0.25 weights."),
-    init_weights: Optional[Path] = typer.Option(None, "--init-weights", help="Start from these weights (fine-tuning; keys that fit)."),
+    init_weights: Optional[Path] = typer.Option(None, "--init-weights", help="Start from these weights (fine-tuning; keys that fit; BlazeFace: Google's .tflite too)."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher weights: adds distillation losses."),
     teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Teacher architecture (default featherface_v1 for featherface_v2)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (checkpoints, logs, curves)."),
@@ -61,6 +61,8 @@ def train_command(
       mobilekit train --model featherface_v2 --data synth/ --teacher runs/v1/best_weights.pth --out runs/v2
 
       mobilekit train --resume runs/v1/last.pt
+
+      mobilekit train --model blazeface_short --data synth/ --init-weights face_detection_short_range.tflite --lr 1e-3 --out runs/bf
 
       torchrun --nproc_per_node 4 $(which mobilekit) train --model featherface_v1 --data widerface/ --device cuda --amp --batch auto
 

@@ -1,8 +1,10 @@
 """``FaceDataset``: label.txt + images -> (image tensor, normalised targets) for training and evaluation.
 
-Target rows (float32 ``[K, 15]``): ``x1, y1, x2, y2, l0x, l0y, ..., l4x, l4y, has_landmarks``,
-coordinates divided by the output image width/height (0..1), ``has_landmarks`` 1.0 or -1.0
-(Pytorch_Retinaface's label column; landmarks are 0 when absent).
+Target rows (float32 ``[K, 4 + 2L + 1]``): ``x1, y1, x2, y2, k0x, k0y, ..., has_landmarks``, the L
+keypoints of the model's family (``DetectorFamily.label_keypoint_map`` turns label.txt's 5 landmarks into
+them; identity by default: ``[K, 15]``), coordinates divided by the output image width/height (0..1),
+``has_landmarks`` 1.0 or -1.0 (Pytorch_Retinaface's label column; keypoints are 0 when absent or not in
+the labels).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from mobilekit.errors import MobilekitError
 from mobilekit.image_io import read_image, resize_to_input
 
 MODES = ("crop_stretch", "letterbox")  # augmentation styles; each family declares its own
-TARGET_COLUMNS = 15
 LABEL_FILE = "label.txt"
 IMAGES_DIR = "images"
 
@@ -63,26 +64,38 @@ def face_arrays(item: LabeledImage) -> FaceArrays:
     return FaceArrays(boxes, landmarks, has)
 
 
-def targets_tensor(faces: FaceArrays, width: int, height: int) -> torch.Tensor:
-    """Float32 ``[K, 15]`` target rows normalised by ``width`` x ``height``, degenerate boxes dropped."""
+def target_columns(num_keypoints: int) -> int:
+    """Width of a target row: box, keypoints x/y, landmark flag."""
+    return 4 + 2 * num_keypoints + 1
+
+
+def targets_tensor(faces: FaceArrays, width: int, height: int, keypoint_map: np.ndarray | None = None) -> torch.Tensor:
+    """Float32 ``[K, 4 + 2L + 1]`` target rows normalised by ``width`` x ``height``, degenerate boxes dropped.
+    ``keypoint_map`` ``[L, 5]`` turns the label landmarks into the model's keypoints (None: the 5 themselves)."""
     scale = np.array([width, height], dtype=np.float32)
     boxes = np.clip(faces.boxes.reshape(-1, 2, 2) / scale, 0.0, 1.0).reshape(-1, 4)
-    landmarks = np.clip(faces.landmarks / scale, 0.0, 1.0).reshape(-1, 10)
+    landmarks = np.clip(faces.landmarks / scale, 0.0, 1.0)
+    if keypoint_map is not None:
+        landmarks = np.einsum("lj,kjc->klc", keypoint_map, landmarks)
+    num_keypoints = landmarks.shape[1]
+    landmarks = landmarks.reshape(-1, 2 * num_keypoints)
     landmarks[faces.has_landmarks < 0] = 0.0
     rows = np.concatenate([boxes, landmarks, faces.has_landmarks[:, None]], axis=1).astype(np.float32)
     rows = rows[(rows[:, 2] > rows[:, 0]) & (rows[:, 3] > rows[:, 1])]
-    return torch.from_numpy(np.ascontiguousarray(rows)).reshape(-1, TARGET_COLUMNS)
+    return torch.from_numpy(np.ascontiguousarray(rows)).reshape(-1, target_columns(num_keypoints))
 
 
 class FaceDataset(Dataset):
     """Faces from a RetinaFace-layout ``label.txt`` (images in ``images/`` beside it).
 
     ``root_or_label_file``: a dataset root with ``<split>/label.txt``, a split folder with
-    ``label.txt``, or a label file. Items are ``(image uint8 [3, S, S] RGB 0-255, target [K, 15])``
+    ``label.txt``, or a label file. Items are ``(image uint8 [3, S, S] RGB 0-255, target [K, 4 + 2L + 1])``
     or a :class:`SkippedImage` for a missing / unreadable image (warned and counted in ``skipped``;
     ``detection_collate`` drops it). ``augment=False`` resizes plainly: stretch for
     ``mode="crop_stretch"`` (RetinaFace's random crop + stretch when augmenting), centred letterbox for ``mode="letterbox"``. Augmentation randomness comes
     from torch's RNG, so ``torch.manual_seed`` and DataLoader worker seeding make it reproducible.
+    ``keypoint_map`` (``[L, 5]``, the family's ``label_keypoint_map``) gives targets the model's L keypoints;
+    augmentation runs on the label's 5 landmarks before it (the mirror swaps them by name).
     """
 
     def __init__(
@@ -95,6 +108,7 @@ class FaceDataset(Dataset):
         *,
         min_face_px: float = 0.0,
         pad_value: float = 0.0,
+        keypoint_map: np.ndarray | None = None,
     ) -> None:
         if mode not in MODES:
             raise MobilekitError(f"unknown dataset mode {mode!r}; choose from {', '.join(MODES)}")
@@ -105,6 +119,7 @@ class FaceDataset(Dataset):
         self.items: list[LabeledImage] = read_labels(self.label_file)
         self.imgsz, self.augment, self.mode = int(imgsz), bool(augment), mode
         self.min_face_px, self.pad_value = float(min_face_px), float(pad_value)
+        self.keypoint_map = keypoint_map
         self.skipped = 0
 
     def __len__(self) -> int:
@@ -140,7 +155,7 @@ class FaceDataset(Dataset):
             image, t = resize_to_input(image, (size, size), resize, self.pad_value)
             faces = faces.scaled(t.scale_x, t.scale_y, t.pad_x, t.pad_y)
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # uint8: a quarter of float32's bytes
-        return tensor, targets_tensor(faces, size, size)
+        return tensor, targets_tensor(faces, size, size, self.keypoint_map)
 
 
 def detection_collate(

@@ -7,7 +7,7 @@ constant), the score threshold and TFLite's built-in ``NON_MAX_SUPPRESSION_V5``.
 the ``serving_default`` signature (TF Object Detection API convention):
 
 * ``boxes`` [1, K, 4] x1, y1, x2, y2 in model-input pixels, best first; rows past the count are 0
-* ``scores`` [1, K]; ``landmarks`` [1, K, 10] x, y interleaved (:data:`mobilekit.config.LANDMARK_NAMES`)
+* ``scores`` [1, K]; ``landmarks`` [1, K, 2L] the family's L keypoints x, y interleaved (``landmark_order``)
 * ``num_detections`` [1] float32: how many rows are valid
 
 NMS convention: TensorFlow's NMS measures areas as ``x2 - x1`` (no +1 pixel), i.e. PyTorch's decode
@@ -38,13 +38,18 @@ from mobilekit.priors import prior_boxes
 OUTPUT_NAMES = ("boxes", "scores", "landmarks", "num_detections")
 END_TO_END_PRECISIONS = ("fp32", "fp16")
 DEFAULT_MAX_DETECTIONS = 100
-OUTPUT_MEANINGS = {
-    "boxes": "[1, K, 4] face boxes x1, y1, x2, y2 in model-input pixels, best first; rows >= num_detections are zero",
-    "scores": "[1, K] face scores (0-1), descending; rows >= num_detections are zero",
-    "landmarks": "[1, K, 10] 5 landmarks x, y interleaved in model-input pixels (order: landmark_order)",
-    "num_detections": "[1] float32: number of valid rows (TF Object Detection API convention)",
-}
 SCORE_OUTPUT = "scores"
+
+
+def output_meanings(deploy: DeployConfig) -> dict[str, str]:
+    """What each end-to-end output holds, with ``deploy``'s keypoint count."""
+    count = len(family_of(deploy).keypoints(deploy))
+    return {
+        "boxes": "[1, K, 4] face boxes x1, y1, x2, y2 in model-input pixels, best first; rows >= num_detections are zero",
+        "scores": "[1, K] face scores (0-1), descending; rows >= num_detections are zero",
+        "landmarks": f"[1, K, {2 * count}] {count} keypoints x, y interleaved in model-input pixels (order: landmark_order)",
+        "num_detections": "[1] float32: number of valid rows (TF Object Detection API convention)",
+    }
 
 
 def output_columns(name: str, deploy: DeployConfig) -> list[str]:

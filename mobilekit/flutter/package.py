@@ -122,7 +122,7 @@ def output_columns(name: str, deploy: DeployConfig, e2e: bool) -> list[str]:
 def output_specs(runtime: TFLiteRuntime, deploy: DeployConfig, e2e: bool) -> list[dict]:
     """Outputs of the ``serving_default`` signature with shapes, dtypes, interpreter index and meaning."""
     tensor_index = {d["index"]: i for i, d in enumerate(runtime.interpreter.get_output_details())}
-    meanings = e2e_graph.OUTPUT_MEANINGS if e2e else family_of(deploy).output_meanings
+    meanings = e2e_graph.output_meanings(deploy) if e2e else family_of(deploy).output_meanings
     specs = []
     for name in runtime.output_names:
         detail = runtime.output_details[name]

@@ -2,7 +2,8 @@
 
 Function for function what the app runs -- ``generateAnchors``, ``decode``, ``nms``,
 ``letterboxTransform``, ``undoLetterbox``, ``detect`` (``decodeYolo`` mirrors
-:func:`mobilekit.yolo_decode.yolo_detections`) -- as a thin layer over the one implementation
+:func:`mobilekit.yolo_decode.yolo_detections`, ``decodeBlazeFace`` and ``weightedNms``
+:func:`mobilekit.blazeface_decode.blazeface_detections`) -- as a thin layer over the one implementation
 of each step (:mod:`mobilekit.priors`, :mod:`mobilekit.box_coder`, :mod:`mobilekit.nms`,
 :mod:`mobilekit.image_io`). No Dart SDK runs here, so this mirror plus the golden files is the
 tested contract: the packaged ``model.tflite`` + ``anchors.json`` + ``model_meta.json``, decoded
@@ -28,7 +29,7 @@ from mobilekit.priors import prior_boxes
 class DecoderSettings:
     """What ``detect`` needs besides the outputs; read from ``model_meta.json`` ("decoder")."""
 
-    kind: str  # "retinaface" | "yolo" | "end_to_end"
+    kind: str  # "retinaface" | "yolo" | "blazeface" | "end_to_end"
     input_hw: tuple[int, int]
     variances: tuple[float, float]
     score_threshold: float
@@ -100,11 +101,15 @@ def nms(candidates: Detections, settings: DecoderSettings) -> Detections:
 def detect(outputs: dict[str, np.ndarray], anchors: np.ndarray | None, settings: DecoderSettings) -> Detections:
     """``detect``: one image's raw outputs by name (batch dimension allowed) -> faces in model-input pixels."""
     single = {name: value[0] if value.ndim == 3 else value for name, value in outputs.items()}
+    from mobilekit.blazeface_decode import blazeface_detections
     from mobilekit.yolo_decode import yolo_detections
 
     decoders = {  # the decoder kinds of model_meta.json, as the Dart decoder's switch
         "retinaface": lambda: nms(decode(single["loc"], single["conf"], single["landmarks"], anchors, settings), settings),
         "yolo": lambda: yolo_detections(single["predictions"], settings.input_hw, postprocess_config(settings)),
+        "blazeface": lambda: blazeface_detections(
+            single["regressors"], single["classificators"], anchors, settings.input_hw, postprocess_config(settings)
+        ),
         "end_to_end": lambda: end_to_end_detections(outputs),
     }
     if settings.kind not in decoders:

@@ -16,7 +16,8 @@ def _peak_bytes(model, criterion, batch: int, imgsz: int, device: torch.device, 
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     images = torch.rand(batch, 3, imgsz, imgsz, device=device) * 255
-    targets = [torch.tensor([[0.3, 0.3, 0.6, 0.6] + [0.45] * 10 + [1.0]], device=device)] * batch
+    keypoints = 2 * model.deploy.num_landmarks  # the target row of the model's family (mobilekit.data.dataset)
+    targets = [torch.tensor([[0.3, 0.3, 0.6, 0.6] + [0.45] * keypoints + [1.0]], device=device)] * batch
     with torch.autocast("cuda", dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
         raw = model(images)
     loss, _ = criterion(raw, targets)

@@ -13,6 +13,7 @@ from mobilekit.errors import MobilekitError
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_IMGSZ = 256
 
 
 @dataclass
@@ -28,7 +29,7 @@ class TrainConfig:
     out: str = "runs/train"
     epochs: int = 6
     batch: int | str = 8  # or "auto" (CUDA: from free GPU memory)
-    imgsz: int = 256
+    imgsz: int | None = None  # None: DEFAULT_IMGSZ, or the model's own input size for families made for it (BlazeFace)
     device: str = "auto"
     amp: bool = False
     workers: int = 0
@@ -76,9 +77,9 @@ class TrainConfig:
         if self.batch != "auto" and (not isinstance(self.batch, int) or self.batch < 2):
             raise MobilekitError(f"batch must be an integer >= 2 or 'auto', got {self.batch!r}")
         for name in ("epochs", "imgsz", "eval_every"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise MobilekitError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.imgsz % 32:
+        if self.imgsz is not None and self.imgsz % 32:
             raise MobilekitError(f"imgsz must be a multiple of 32, got {self.imgsz}")
         if self.lr <= 0:
             raise MobilekitError(f"lr must be positive, got {self.lr}")

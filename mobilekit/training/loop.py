@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mobilekit.atomic import write_json_atomic
+from mobilekit.config import DeployConfig
 from mobilekit.checkpoint import atomic_save, load_backbone, load_partial, load_weights
 from mobilekit.errors import MobilekitError
 from mobilekit.families import family_of
@@ -30,7 +31,7 @@ from mobilekit.inference import resolve_device
 from mobilekit.models import create_model
 from mobilekit.training.autobatch import auto_batch_size
 from mobilekit.training.batchnorm import recalibrate_batchnorm
-from mobilekit.training.config import TrainConfig
+from mobilekit.training.config import DEFAULT_IMGSZ, TrainConfig
 from mobilekit.training.distill import DistillationLoss, default_teacher_model
 from mobilekit.training.distributed import DistInfo, all_finite, barrier, cleanup, init_distributed
 from mobilekit.training.ema import ModelEMA
@@ -110,6 +111,17 @@ def _lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def training_size(cfg: TrainConfig, deploy: DeployConfig) -> int:
+    """The square training size: ``cfg.imgsz`` or :data:`DEFAULT_IMGSZ`; a family whose anchors and pixel
+    regressions are for the model's own input size (``native_input_only``) trains at that size only."""
+    if not family_of(deploy).native_input_only:
+        return cfg.imgsz or DEFAULT_IMGSZ
+    height, width = deploy.input_size
+    if height != width or (cfg.imgsz is not None and cfg.imgsz != height):
+        raise MobilekitError(f"{deploy.name} trains at its own input size {height}x{width} only, got --imgsz {cfg.imgsz}")
+    return height
+
+
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.cfg = cfg = config.validate()
@@ -126,6 +138,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
         self.model = create_model(cfg.model).to(self.device)
+        self.imgsz = training_size(cfg, self.model.deploy)
         if cfg.pretrained_backbone:
             report = load_backbone(self.model, cfg.pretrained_backbone)
             self.log(f"backbone: {report.describe()} from {cfg.pretrained_backbone}")
@@ -137,7 +150,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.criterion = build_criterion(self.model, (cfg.imgsz, cfg.imgsz), cfg.loc_weight).to(self.device)
+        self.criterion = build_criterion(self.model, (self.imgsz, self.imgsz), cfg.loc_weight).to(self.device)
         self.teacher, self.distill = self._build_teacher()
 
         self.train_set, self.has_val = self._datasets()
@@ -193,8 +206,11 @@ class Trainer:
         from mobilekit.data.dataset import FaceDataset, resolve_label_file
 
         deploy = self.model.deploy
-        mode = family_of(deploy).augmentation
-        train_set = FaceDataset(self.cfg.data, "train", self.cfg.imgsz, augment=True, mode=mode, pad_value=deploy.pad_value)
+        family = family_of(deploy)
+        train_set = FaceDataset(
+            self.cfg.data, "train", self.imgsz, augment=True, mode=family.augmentation, pad_value=deploy.pad_value,
+            keypoint_map=family.label_keypoint_map(deploy),
+        )
         try:
             has_val = resolve_label_file(self.cfg.data, "val").parent.name == "val"
         except MobilekitError:
@@ -205,7 +221,7 @@ class Trainer:
 
     def _batch_size(self) -> int:
         cfg = self.cfg
-        batch = auto_batch_size(self.model, self.criterion, cfg.imgsz, self.device, self.amp_dtype, self.log) if cfg.batch == "auto" else int(cfg.batch)
+        batch = auto_batch_size(self.model, self.criterion, self.imgsz, self.device, self.amp_dtype, self.log) if cfg.batch == "auto" else int(cfg.batch)
         per_process = len(self.train_set) // self.dist.world_size
         if per_process < 2:
             raise MobilekitError(f"{self.train_set.label_file} has {len(self.train_set)} images; training needs at least 2 per process")
@@ -387,7 +403,7 @@ class Trainer:
     def validate(self) -> dict:
         from mobilekit.evaluation.ap import evaluate_dataset
 
-        return evaluate_dataset(self.eval_model(), self.cfg.data, "val", self.cfg.eval_imgsz or self.cfg.imgsz)
+        return evaluate_dataset(self.eval_model(), self.cfg.data, "val", self.cfg.eval_imgsz or self.imgsz)
 
     def fit(self) -> TrainResult:
         cfg = self.cfg
@@ -395,7 +411,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self.log(
                 f"training {cfg.model} on {self.device} ({self.dist.world_size} process(es)): {len(self.train_set)} images, "
-                f"batch {self.batch}, {self.steps_per_epoch} steps/epoch, imgsz {cfg.imgsz}, "
+                f"batch {self.batch}, {self.steps_per_epoch} steps/epoch, imgsz {self.imgsz}, "
                 f"{'AMP ' + str(self.amp_dtype).replace('torch.', '') if self.amp_dtype else 'float32'} -> {self.out}"
             )
         for epoch in range(self.start_epoch, cfg.epochs):

@@ -1,7 +1,8 @@
 """Training losses: the RetinaFace MultiBox loss and ``build_criterion`` choosing a model's loss.
 
 Every criterion is called as ``criterion(raw_outputs, targets) -> (total, parts)`` with ``targets``
-a list of per-image ``[K, 15]`` tensors (normalised box, 10 landmark coords, landmark flag).
+a list of per-image ``[K, 4 + 2L + 1]`` tensors (normalised box, the family's L keypoints x/y, landmark flag;
+see :mod:`mobilekit.data.dataset`).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class MultiBoxLoss(nn.Module):
 
 def build_criterion(model: nn.Module, image_size: tuple[int, int], loc_weight: float = LOC_WEIGHT) -> nn.Module:
     """The training loss that ``model``'s family declares (MultiBox for RetinaFace heads, the YOLO face
-    loss for YOLO heads)."""
+    loss for YOLO heads, :class:`~mobilekit.training.blazeface_loss.BlazeFaceLoss` for BlazeFace)."""
     from mobilekit.families import family_of
 
     return family_of(model.deploy).criterion(model, image_size, loc_weight)

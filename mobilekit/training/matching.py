@@ -19,7 +19,7 @@ FORCE_MIN_IOU = 0.2  # a face is forced onto its best prior only when that IoU r
 
 @dataclass
 class MatchedTargets:
-    """Per prior: ``loc`` [B, N, 4] and ``landmarks`` [B, N, 10] regression targets, ``labels`` [B, N]
+    """Per prior: ``loc`` [B, N, 4] and ``landmarks`` [B, N, 2L] regression targets, ``labels`` [B, N]
     (0 background, 1 face with landmarks, -1 face without landmarks)."""
 
     loc: torch.Tensor
@@ -33,7 +33,7 @@ def point_form(priors: torch.Tensor) -> torch.Tensor:
 
 
 def pad_targets(targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """List of ``[K_i, 15]`` -> padded ``[B, K, 15]`` and a validity mask ``[B, K]`` (K >= 1)."""
+    """List of ``[K_i, C]`` -> padded ``[B, K, C]`` and a validity mask ``[B, K]`` (K >= 1)."""
     batch = len(targets)
     width = targets[0].shape[1] if batch else 15
     max_faces = max([1] + [int(t.shape[0]) for t in targets])
@@ -51,7 +51,7 @@ def match_targets(
 ) -> MatchedTargets:
     """Assign every prior a face (or background) and encode the regression targets.
 
-    ``targets``: per image ``[K, 15]`` rows ``x1, y1, x2, y2, 10 landmark coords, label`` (normalised);
+    ``targets``: per image ``[K, 4 + 2L + 1]`` rows ``x1, y1, x2, y2, 2L landmark coords, label`` (normalised);
     ``priors``: ``[N, 4]`` (cx, cy, w, h). Follows Pytorch_Retinaface ``utils/box_utils.match``.
     """
     truths, valid = pad_targets(targets)
@@ -84,5 +84,5 @@ def match_targets(
     labels = labels.masked_fill(best_truth_overlap < threshold, 0)
     labels = labels.masked_fill(~has_forced[:, None], 0)
     loc = encode_boxes(matched[..., :4], priors, variances)
-    landmarks = encode_landmarks(matched[..., 4:14], priors, variances)
+    landmarks = encode_landmarks(matched[..., 4:-1], priors, variances)
     return MatchedTargets(loc=loc, labels=labels, landmarks=landmarks)

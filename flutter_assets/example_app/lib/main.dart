@@ -1,4 +1,4 @@
-// mobilekit example app: camera preview, face detection on an isolate, boxes and 5 landmarks drawn
+// mobilekit example app: camera preview, face detection on an isolate, boxes and landmarks (5, or BlazeFace's 6) drawn
 // over the preview, and the per-frame time split into conversion / inference / decoding.
 //
 // The model and its decoder come from a mobilekit package in assets/model/:
