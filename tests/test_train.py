@@ -110,7 +110,7 @@ def test_sigkill_mid_epoch_then_resume_loses_at_most_that_epoch(tmp_path) -> Non
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "epoch 1 never finished"
             time.sleep(0.05)
-        time.sleep(0.5)  # well inside epoch 2 (20 steps)
+        time.sleep(0.05)  # inside epoch 2 (20 steps; last.pt of epoch 1 is saved before its CSV row)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:

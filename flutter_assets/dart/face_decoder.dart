@@ -30,6 +30,7 @@ class DecoderSettings {
   final int inputHeight, inputWidth;
   final List<double> variances;
   final double scoreThreshold, nmsIou, nmsOffset;
+  final double? scoreClipping; // logits clipped to +-this before the sigmoid (BlazeFace); null: no clipping
   final int preNmsTopK, maxDetections;
 
   DecoderSettings.fromMeta(Map<String, dynamic> meta)
@@ -41,6 +42,7 @@ class DecoderSettings {
         nmsIou = (meta['decoder']['nms_iou'] as num).toDouble(),
         nmsOffset = (meta['decoder']['nms_offset'] as num).toDouble(),
         preNmsTopK = (meta['decoder']['pre_nms_top_k'] as num).toInt(),
+        scoreClipping = (meta['decoder']['score_clipping'] as num?)?.toDouble(),
         maxDetections = (meta['decoder']['max_detections'] as num).toInt();
 }
 
@@ -125,12 +127,13 @@ List<Face> decodeYolo(Float32List predictions, DecoderSettings s) {
 
 /// BlazeFace outputs (regressors [N*16]: box cx, cy, w, h and keypoints x, y, input pixels relative to
 /// the anchor; classificators [N]: logits) -> candidate faces in model-input pixels, best first
-/// (MediaPipe's TensorsToDetections: score = sigmoid(clip(logit, +-100)) >= threshold, boxes with a
+/// (MediaPipe's TensorsToDetections: score = sigmoid(clip(logit, +-score_clipping)) >= threshold, boxes with a
 /// negative size dropped).
 List<Face> decodeBlazeFace(Float32List regressors, Float32List logits, List<Anchor> anchors, DecoderSettings s) {
   final n = anchors.length, values = regressors.length ~/ n;
   final w = s.inputWidth.toDouble(), h = s.inputHeight.toDouble();
-  final scores = [for (var i = 0; i < n; i++) 1.0 / (1.0 + math.exp(-logits[i].clamp(-100.0, 100.0)))];
+  final clip = s.scoreClipping ?? double.infinity;
+  final scores = [for (var i = 0; i < n; i++) 1.0 / (1.0 + math.exp(-logits[i].clamp(-clip, clip)))];
   final idx = <int>[for (var i = 0; i < n; i++) if (scores[i] >= s.scoreThreshold && regressors[values * i + 2] >= 0 && regressors[values * i + 3] >= 0) i];
   idx.sort((a, b) => scores[a] != scores[b] ? scores[b].compareTo(scores[a]) : a.compareTo(b));
   final faces = <Face>[];

@@ -108,6 +108,7 @@ def decoder_settings(deploy: DeployConfig, input_hw: tuple[int, int], e2e: dict 
         "nms_offset": nms_offset,
         "nms_note": "area = (x2 - x1 + nms_offset) * (y2 - y1 + nms_offset); suppress when IoU > nms_iou",
         "pre_nms_top_k": post.pre_nms_top_k,
+        "score_clipping": family_of(deploy).score_clipping,
         "max_detections": max_det,
         "anchors_file": "anchors.json",
         "input_hw": list(input_hw),
