@@ -82,6 +82,8 @@ def test_a_failing_section_is_recorded_and_the_exit_status_is_1(tmp_path, monkey
     monkeypatch.setattr(gpu_sections, "ddp", lambda plan, data: {"status": "ok"})
     monkeypatch.setattr(gpu_sections, "train_eval", lambda plan, data, out, workers: {"status": "ok"})
     monkeypatch.setattr(gpu_sections, "inference", lambda plan, onnx_dir: {"status": "ok", "rows": [gpu_sections.guarded(lambda: 1 / 0, model="m", backend="torch")]})
+    for name in ("tensorflow", "onnx2tf"):  # imported by other tests of this process; the dry run itself must not
+        monkeypatch.delitem(sys.modules, name, raising=False)
     assert gpu_check.main(["--out", str(tmp_path), "--dry-run", "--models", "featherface_v2"]) == 1
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["sections"]["training"]["status"] == "error" and "boom in training" in report["sections"]["training"]["reason"]
