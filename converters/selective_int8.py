@@ -10,7 +10,10 @@ calibrated model, the name TensorFlow's MLIR quantiser deny-lists. ``--keep-floa
 - a tensor name (as listed in the sidecar's ``int8.float_layers`` of an earlier export);
 - ``auto``: layers ranked by TensorFlow's quantisation debugger (per-layer RMSE in quantisation steps on
   the calibration photos), the fewest top-ranked kept in float until the detections on those photos
-  meet the target.
+  meet the target;
+- ``speed``: one float prefix of the graph (the memory-bound stem, where int8 kernels are not faster
+  on many CPUs): prefixes of :data:`SPEED_PREFIXES` ops are timed on this machine at one thread under
+  XNNPACK, interleaved, and the fastest whose detections on the calibration photos meet the target wins.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 
 SHAPE_ONLY_OPS = frozenset({"RESHAPE", "CONCATENATION", "DEQUANTIZE", "QUANTIZE", "SOFTMAX", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"})
 AUTO_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
+SPEED_PREFIXES = (0, 4, 8, 11, 16, 24, 32)  # float ops from the input, in execution order
 
 
 class KeepFloatError(ValueError):
@@ -117,6 +121,22 @@ def rank_layers(saved_dir, calib: np.ndarray, input_name: str) -> list[str]:
         if stats.get("scale"):
             scored.append((float(np.sqrt(stats["mean_squared_error"]) / stats["scale"]), name))
     return [name for _, name in sorted(scored, reverse=True)]
+
+
+def speed_candidates(model: bytes) -> dict[int, list[str]]:
+    """Prefix length -> output tensors of the model's first ops in execution order, for every
+    :data:`SPEED_PREFIXES` length shorter than the graph."""
+    names = [name for _, name in _op_outputs(model)]
+    return {count: names[:count] for count in SPEED_PREFIXES if count < len(names)}
+
+
+def speed_layers(candidates: dict[int, list[str]], latency_ms: dict[int, float], meets_target: Callable[[list[str]], bool]) -> int:
+    """The prefix length (a key of ``candidates``) of the fastest candidate whose detections meet the
+    target, trying them fastest first; the fully int8 graph (0) when none does."""
+    for count in sorted(candidates, key=lambda c: (latency_ms[c], c)):
+        if meets_target(candidates[count]):
+            return count
+    return 0
 
 
 def auto_layers(ranked: list[str], meets_target: Callable[[list[str]], bool]) -> list[str]:

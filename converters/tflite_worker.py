@@ -217,6 +217,8 @@ def _keep_float(job: dict, saved_dir: Path, calibrated: bytes, calib: np.ndarray
     from mobilekit.converters import selective_int8
 
     requested = list(job.get("keep_float") or [])
+    if requested == ["speed"]:
+        return _speed_policy(job, calibrated, calib)
     if requested != ["auto"]:
         try:
             return {"requested": requested, "layers": selective_int8.resolve_layers(calibrated, requested) if requested else []}
@@ -226,6 +228,36 @@ def _keep_float(job: dict, saved_dir: Path, calibrated: bytes, calib: np.ndarray
     meets, trials = _detection_target(job, calibrated, calib)
     layers = selective_int8.auto_layers(ranked, meets)
     return {"requested": requested, "layers": layers, "ranked_by": "quantisation debugger: RMSE / scale per layer", "trials": trials, "met": bool(trials and trials[-1]["met"])}
+
+
+def _speed_policy(job: dict, calibrated: bytes, calib: np.ndarray) -> dict:
+    """``--keep-float speed``: time every float prefix here (1 thread, XNNPACK, interleaved) and keep the
+    fastest that meets the detection target (see ``selective_int8.speed_layers``)."""
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    from mobilekit.benchmarks.timing import interleaved_medians
+    from mobilekit.converters import selective_int8
+    from mobilekit.converters.runtimes import TFLiteRuntime
+
+    candidates = selective_int8.speed_candidates(calibrated)
+    runners = {}
+    for count, layers in candidates.items():
+        path = Path(job["work_dir"]) / f"speed_{count}.tflite"
+        path.write_bytes(mlir_quantize(calibrated, denylisted_nodes=layers or None))
+        runtime = TFLiteRuntime(path, 1)
+        x = runtime.prepare(calib[:1])
+        runners[count] = lambda runtime=runtime, x=x: runtime.infer(x)
+    latency = interleaved_medians(runners)
+    meets, trials = _detection_target(job, calibrated, calib)
+    chosen = selective_int8.speed_layers(candidates, latency, meets)
+    return {
+        "requested": ["speed"],
+        "layers": candidates[chosen],
+        "chosen_by": "fastest float prefix at 1 thread under XNNPACK on the exporting machine that meets the detection target",
+        "latency_ms_1_thread": {str(c): round(ms, 3) for c, ms in latency.items()},
+        "trials": trials,
+        "met": bool(trials and trials[-1]["met"]),
+    }
 
 
 def _detection_target(job: dict, calibrated: bytes, calib: np.ndarray):

@@ -314,7 +314,8 @@ def test_keep_float_values_parse_and_bad_combinations_are_named():
     assert parse_keep_float("auto") == ("auto",)
     assert parse_keep_float("none") == ()
     assert parse_keep_float("heads, FULLY_CONNECTED,heads") == ("heads", "FULLY_CONNECTED")
-    for bad in ("auto,heads", "none,CONV_2D", " , "):
+    assert parse_keep_float("speed") == ("speed",)
+    for bad in ("auto,heads", "none,CONV_2D", "speed,heads", " , "):
         with pytest.raises(MobilekitError, match="--keep-float"):
             parse_keep_float(bad)
 
@@ -355,3 +356,39 @@ def test_keep_float_auto_measures_the_detections_on_the_calibration_photos(share
     assert len(kept["layers"]) == trials[-1]["float_layers"]
     for trial in trials:
         assert 0.0 <= trial["recall"] <= 1.0 and 0.0 <= trial["precision"] <= 1.0
+
+
+def test_speed_policy_takes_the_fastest_prefix_that_keeps_the_faces() -> None:
+    from mobilekit.converters.selective_int8 import speed_layers
+
+    candidates = {0: [], 4: ["a", "b", "c", "d"], 11: list("abcdefghijk")}
+    tried: list[int] = []
+
+    def meets(layers: list[str]) -> bool:
+        tried.append(len(layers))
+        return len(layers) != 11  # the fastest file loses faces
+
+    assert speed_layers(candidates, {0: 13.1, 4: 11.0, 11: 10.3}, meets) == 4 and tried == [11, 4]
+    assert speed_layers(candidates, {0: 9.0, 4: 11.0, 11: 10.3}, meets) == 0
+    assert speed_layers(candidates, {0: 13.0, 4: 12.0, 11: 10.3}, lambda layers: False) == 0
+
+
+@pytest.mark.slow
+def test_keep_float_speed_times_float_prefixes_and_keeps_the_faces(shared, calibration_half, tmp_path):
+    """``speed`` times every float prefix of the int8 graph here (1 thread, XNNPACK, interleaved) and keeps
+    the fastest one whose detections meet the target: the sidecar lists the timings, and the layers kept
+    float are the first ops of the graph."""
+    from mobilekit.converters import build_source_model, source_metadata
+    from mobilekit.converters.metadata import read_sidecar
+    from mobilekit.converters.selective_int8 import SPEED_PREFIXES
+
+    weights = shared / "weights/retinaface_mnet025_widerface.pth"
+    model = build_source_model("retinaface_mnet025", weights)
+    (path,) = export_model(model, 320, tmp_path, formats=("int8",), calib_images=calibration_half, source=source_metadata(weights, None), keep_float=("speed",))
+    kept = read_sidecar(path)["tflite"]["keep_float"]
+    latency = {int(k): v for k, v in kept["latency_ms_1_thread"].items()}
+    assert sorted(latency) == list(SPEED_PREFIXES) and all(ms > 0 for ms in latency.values())
+    assert kept["met"] and len(kept["layers"]) in latency
+    faster = [c for c, ms in latency.items() if ms < latency[len(kept["layers"])]]
+    assert [t["float_layers"] for t in kept["trials"]] == sorted(faster, key=latency.get) + [len(kept["layers"])]
+    assert all(not t["met"] for t in kept["trials"][:-1])

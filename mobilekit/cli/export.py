@@ -33,7 +33,7 @@ def export(
     keep_float: Optional[str] = typer.Option(
         None,
         "--keep-float",
-        help="int8 layers left in float: 'auto' (fewest layers, ranked by TF's quantisation debugger, until the detections on the calibration photos meet the int8 target), 'heads', 'outputs' (heads and the reshapes/concatenations after them), op types (FULLY_CONNECTED) or tensor names, comma-separated; 'none' for a fully int8 graph. Default: the model's declaration.",
+        help="int8 layers left in float: 'auto' (fewest layers, ranked by TF's quantisation debugger, until the detections on the calibration photos meet the int8 target), 'speed' (the float prefix from the input that is fastest on this machine at 1 thread and meets the same target), 'heads', 'outputs' (heads and the reshapes/concatenations after them), op types (FULLY_CONNECTED) or tensor names, comma-separated; 'none' for a fully int8 graph. Default: the model's declaration.",
     ),
     opset: int = typer.Option(17, "--opset", min=17, help="ONNX opset (>= 17)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic H/W in the ONNX files (priors then come from the metadata); TFLite stays static."),
@@ -86,14 +86,14 @@ def export(
 
 
 def parse_keep_float(value: str) -> tuple[str, ...]:
-    """``--keep-float`` text -> layer specs; ``none`` -> () (fully int8); ``auto`` only on its own."""
+    """``--keep-float`` text -> layer specs; ``none`` -> () (fully int8); ``auto`` and ``speed`` only on their own."""
     specs = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
     if not specs:
-        raise MobilekitError("--keep-float needs a value: auto, heads, outputs, none, op types or tensor names")
+        raise MobilekitError("--keep-float needs a value: auto, speed, heads, outputs, none, op types or tensor names")
     if specs == ("none",):
         return ()
-    if ("auto" in specs or "none" in specs) and len(specs) > 1:
-        raise MobilekitError(f"--keep-float {value!r}: 'auto' and 'none' cannot be combined with other entries")
+    if any(s in ("auto", "speed", "none") for s in specs) and len(specs) > 1:
+        raise MobilekitError(f"--keep-float {value!r}: 'auto', 'speed' and 'none' cannot be combined with other entries")
     return specs
 
 
