@@ -9,10 +9,6 @@ names only when every requested variant converted.
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mobilekit.atomic import partial_path
+from mobilekit.converters.child_job import run_child_job
 from mobilekit.converters.onnx_export import locate_operator
 from mobilekit.converters.tflite_export import check_xnnpack_load
 from mobilekit.converters.variants import VARIANT, artefact_path
@@ -74,7 +70,6 @@ def convert_with_litert(
     if wrong:
         raise MobilekitError(f"not litert variants: {wrong}")
     finals = {v: artefact_path(out_dir, stem, v) for v in variants}
-    targets = {v: partial_path(p) for v, p in finals.items()}
     wrapper = NHWCDeployModule(deploy_module).eval()
     images = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))
     with tempfile.TemporaryDirectory(prefix="mobilekit_litert_") as work:
@@ -86,28 +81,15 @@ def convert_with_litert(
         job = {
             "program": str(program),
             "sample_npy": str(work_dir / "sample.npy"),
-            "targets": {v: str(t) for v, t in targets.items()},
             "kinds": {v: VARIANT[v].kind for v in variants},
         }
-        (work_dir / "job.json").write_text(json.dumps(job))
-        result_path = work_dir / "result.json"
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore", JAX_PLATFORMS="cpu")
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "mobilekit.converters.litert_worker", str(work_dir / "job.json"), str(result_path)],
-                cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s,
-            )  # fmt: skip
-            result = json.loads(result_path.read_text()) if result_path.is_file() else None
-            if result is None or not result.get("ok"):
-                raise LitertConversionFailed(_describe_failure(result, proc.stderr, wrapper, images))
-            for variant, target in targets.items():
-                os.replace(target, finals[variant])
-        except subprocess.TimeoutExpired:
-            raise LitertConversionFailed(f"litert-torch took longer than {timeout_s:.0f} s") from None
-        finally:
-            for target in targets.values():
-                if target.exists():
-                    target.unlink()
+        result = run_child_job(
+            "mobilekit.converters.litert_worker", job, work_dir, timeout_s,
+            failure=lambda result, log: LitertConversionFailed(_describe_failure(result, log, wrapper, images)),
+            timed_out=lambda: LitertConversionFailed(f"litert-torch took longer than {timeout_s:.0f} s"),
+            finals=finals,
+            extra_env={"JAX_PLATFORMS": "cpu"},
+        )  # fmt: skip
     converted = {}
     for variant, info in result["variants"].items():
         info["analysis"]["xnnpack_load"] = check_xnnpack_load(finals[variant])
@@ -115,10 +97,10 @@ def convert_with_litert(
     return converted
 
 
-def _describe_failure(result: dict | None, stderr: str, wrapper: nn.Module, images: torch.Tensor) -> str:
+def _describe_failure(result: dict | None, log: str, wrapper: nn.Module, images: torch.Tensor) -> str:
     """One line: the operator litert-torch stopped at and the PyTorch module that calls it."""
     if result is None:
-        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        lines = [line.strip() for line in log.splitlines() if line.strip()]
         return f"litert-torch crashed: {(lines or ['no output'])[-1][:300]}"
     op = result.get("op")
     where = ""

@@ -11,14 +11,14 @@ activations and I/O: the same contract as onnx2tf's fp16 file.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
+
+from mobilekit.converters.child_job import serve_job
 
 SIGNATURE_KEY = "serving_default"
 FP16_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_2D_TRANSPOSE")
@@ -96,17 +96,12 @@ def run_job(job: dict) -> dict:
     return result
 
 
-def main(job_path: str, result_path: str) -> int:
-    job = json.loads(Path(job_path).read_text())
-    try:
-        result = {"ok": True, **run_job(job)}
-    except LitertWorkerError as exc:
-        result = {"ok": False, "error": str(exc), "op": exc.op}
-    except Exception as exc:
-        result = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:400]}", "op": failing_op(str(exc)), "traceback": traceback.format_exc()[-4000:]}
-    Path(result_path).write_text(json.dumps(result, indent=1))
-    return 0 if result["ok"] else 1
+def failure_details(exc: Exception) -> dict:
+    """The operator litert-torch stopped at, for the parent's one-line error."""
+    if isinstance(exc, LitertWorkerError):
+        return {"error": str(exc), "op": exc.op}
+    return {"error": f"{type(exc).__name__}: {str(exc)[:400]}", "op": failing_op(str(exc))}
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(serve_job(run_job, failure_details))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilekit.atomic import partial_path
+from mobilekit.converters.child_job import run_child_job
 from mobilekit.converters.onnx_export import ExportError, module_path_from_node
 from mobilekit.converters.variants import INT8_VARIANTS, TFLITE_VARIANTS, artefact_path
 
@@ -42,7 +41,6 @@ def convert_to_tflite(
         raise ExportError("int8 TFLite export needs calibration images (--calib-images DIR)")
     out_dir = Path(out_dir).resolve()
     finals = {v: artefact_path(out_dir, stem, v) for v in variants}
-    targets = {v: partial_path(p) for v, p in finals.items()}
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
@@ -53,35 +51,18 @@ def convert_to_tflite(
             "work_dir": work,
             "input_name": graph.input[0].name,
             "output_names": [o.name for o in graph.output],
-            "targets": {v: str(t) for v, t in targets.items()},
             "sample_npy": _save(work_dir / "sample.npy", sample),
             "calib_npy": _save(work_dir / "calib.npy", calibration) if calibration is not None else None,
             "keep_float": list(keep_float),
             "deploy": deploy,
         }
-        (work_dir / "job.json").write_text(json.dumps(job))
-        result_path = work_dir / "result.json"
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "mobilekit.converters.tflite_worker", str(work_dir / "job.json"), str(result_path)],
-                cwd=work,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-            )
-            result = json.loads(result_path.read_text()) if result_path.is_file() else None
-            if result is None or not result.get("ok"):
-                raise ExportError(_describe_failure(result, proc.stdout + proc.stderr, Path(onnx_path).name))
-            for variant, target in targets.items():
-                os.replace(target, finals[variant])
-        except subprocess.TimeoutExpired:
-            raise ExportError(f"TFLite conversion of {Path(onnx_path).name} took longer than {timeout_s:.0f} s") from None
-        finally:
-            for target in targets.values():
-                if target.exists():
-                    target.unlink()
+        onnx_name = Path(onnx_path).name
+        result = run_child_job(
+            "mobilekit.converters.tflite_worker", job, work_dir, timeout_s,
+            failure=lambda result, log: ExportError(_describe_failure(result, log, onnx_name)),
+            timed_out=lambda: ExportError(f"TFLite conversion of {onnx_name} took longer than {timeout_s:.0f} s"),
+            finals=finals,
+        )  # fmt: skip
     converted = {
         v: {
             "path": finals[v],

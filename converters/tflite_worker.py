@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import shutil
 import sys
 import time
-import traceback
 import types
 from pathlib import Path
 
 import numpy as np
 
+from mobilekit.converters.child_job import serve_job
 from mobilekit.converters.variants import INT8_VARIANTS, VARIANT
 
 SIGNATURE_KEY = "serving_default"
@@ -388,17 +387,10 @@ def run_job(job: dict) -> dict:
     return result
 
 
-def main(job_path: str, result_path: str) -> int:
-    job = json.loads(Path(job_path).read_text())
-    try:
-        result = {"ok": True, **run_job(job)}
-    except WorkerError as exc:
-        result = {"ok": False, "error": str(exc), "node": exc.node, "op_type": exc.op_type}
-    except Exception as exc:
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
-    Path(result_path).write_text(json.dumps(result, indent=1))
-    return 0 if result["ok"] else 1
+def failure_details(exc: Exception) -> dict:
+    """The ONNX node and op type onnx2tf stopped at, for the parent's one-line error."""
+    return {"error": str(exc), "node": exc.node, "op_type": exc.op_type} if isinstance(exc, WorkerError) else {}
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(serve_job(run_job, failure_details))

@@ -20,9 +20,6 @@ the export: the caller never imports it and onnx2tf's exits become errors.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.config import DeployConfig
+from mobilekit.converters.child_job import run_child_job, serve_job
 from mobilekit.errors import MobilekitError
 from mobilekit.families import family_of
 from mobilekit.priors import prior_boxes
@@ -137,20 +135,11 @@ def build_end_to_end(
             "work_dir": work,
             "target": str(Path(target).resolve()),
         }
-        (work_dir / "job.json").write_text(json.dumps(job))
-        result_path = work_dir / "result.json"
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "mobilekit.flutter.end_to_end", str(work_dir / "job.json"), str(result_path)],
-                cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s,
-            )
-        except subprocess.TimeoutExpired:
-            raise EndToEndError(f"end-to-end conversion of {onnx_path.name} took longer than {timeout_s:.0f} s") from None
-        result = json.loads(result_path.read_text()) if result_path.is_file() else None
-        if result is None or not result.get("ok"):
-            reason = (result or {}).get("error") or (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-            raise EndToEndError(f"end-to-end conversion of {onnx_path.name} failed: {reason}")
+        result = run_child_job(
+            "mobilekit.flutter.end_to_end", job, work_dir, timeout_s,
+            failure=lambda result, log: EndToEndError(f"end-to-end conversion of {onnx_path.name} failed: {_reason(result, log)}"),
+            timed_out=lambda: EndToEndError(f"end-to-end conversion of {onnx_path.name} took longer than {timeout_s:.0f} s"),
+        )  # fmt: skip
     return {**settings, "seconds": result["seconds"], "ops": result["ops"], "output_mapping": result["output_mapping"]}
 
 
@@ -256,15 +245,10 @@ def _run_job(job: dict) -> dict:
     return {"seconds": time.perf_counter() - start, "ops": dict(sorted(ops.items())), "output_mapping": mapping}
 
 
-def main(job_path: str, result_path: str) -> int:
-    job = json.loads(Path(job_path).read_text())
-    try:
-        result = {"ok": True, **_run_job(job)}
-    except Exception as exc:  # reported to the parent as one line
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    Path(result_path).write_text(json.dumps(result, indent=1))
-    return 0 if result["ok"] else 1
+def _reason(result: dict | None, log: str) -> str:
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    return (result or {}).get("error") or (lines or ["no output"])[-1][:300]
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(serve_job(_run_job))
