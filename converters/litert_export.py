@@ -37,15 +37,27 @@ class LitertConversionFailed(MobilekitError):
 
 class NHWCDeployModule(nn.Module):
     """NHWC RGB 0-255 in (the TFLite contract), ``{output name: tensor}`` out, so that the converted
-    signature names its outputs after the family (read by name, never by position)."""
+    signature names its outputs after the family (read by name, never by position).
+
+    The mean is subtracted from each image row seen as one ``W*3`` vector (the mean tiled along it):
+    the same floats as a per-channel subtraction, but XNNPACK runs a broadcast over a 3-wide innermost
+    axis about 6x slower than this contiguous one (RetinaFace 640: ~1 ms of 13 at one thread).
+    """
 
     def __init__(self, deploy_module: DeployModule) -> None:
         super().__init__()
+        detector = deploy_module.model
+        if detector.channel_permutation is not None or not detector.input_std_is_one:
+            raise MobilekitError("NHWCDeployModule needs the input preprocessing folded (prepare_deploy_module)")
         self.deploy_module = deploy_module
-        self.output_names = tuple(deploy_module.model.deploy.output_names)
+        self.output_names = tuple(detector.deploy.output_names)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(self.output_names, self.deploy_module(images.permute(0, 3, 1, 2))))
+        n, h, w, c = images.shape
+        detector = self.deploy_module.model
+        rows = images.reshape(n, h, w * c) - detector.input_mean.reshape(c).repeat(w)
+        x = rows.reshape(n, h, w, c).permute(0, 3, 1, 2)
+        return dict(zip(self.output_names, detector.deploy_outputs(detector.forward_normalized(x))))
 
 
 def require_litert() -> None:

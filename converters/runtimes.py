@@ -193,8 +193,9 @@ class TFLiteRuntime:
         return {name: np.concatenate([out[name] for out in per_image]) for name in self.output_names}
 
 
-def undelegated_ops(interpreter) -> tuple[dict[str, int], int, int]:
-    """TFLite ops left outside the delegate: ({op name: count}, ops in the model, delegate partitions).
+def outside_delegate(interpreter) -> tuple[set[int], int, int]:
+    """Indices of the TFLite ops left outside the delegate, with the number of original ops and of
+    delegate partitions.
 
     After delegation the op list holds every original op plus one ``DELEGATE`` node per partition.
     An original op runs outside the delegate when none of its outputs leaves a partition and its
@@ -204,7 +205,7 @@ def undelegated_ops(interpreter) -> tuple[dict[str, int], int, int]:
     partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
     originals = [op for op in ops if op["op_name"] != "DELEGATE"]
     if not partitions:
-        return {}, len(originals), 0
+        return set(), len(originals), 0
     partition_out = {t for p in partitions for t in p["outputs"]}
     sinks = {t for p in partitions for t in p["inputs"]} | {d["index"] for d in interpreter.get_output_details()}
     outside: set[int] = set()
@@ -217,11 +218,17 @@ def undelegated_ops(interpreter) -> tuple[dict[str, int], int, int]:
                 outside.add(op["index"])
                 sinks |= set(op["inputs"])
                 changed = True
+    return outside, len(originals), len(partitions)
+
+
+def undelegated_ops(interpreter) -> tuple[dict[str, int], int, int]:
+    """TFLite ops left outside the delegate: ({op name: count}, ops in the model, delegate partitions)."""
+    outside, total, partitions = outside_delegate(interpreter)
     counts: dict[str, int] = {}
-    for op in originals:
-        if op["index"] in outside:
+    for op in interpreter._get_ops_details():
+        if op["index"] in outside and op["op_name"] != "DELEGATE":
             counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
-    return dict(sorted(counts.items())), len(originals), len(partitions)
+    return dict(sorted(counts.items())), total, partitions
 
 
 def tflite_provider(interpreter) -> str:

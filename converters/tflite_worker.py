@@ -139,8 +139,47 @@ def match_outputs_by_value(reference: dict[str, np.ndarray], candidates: dict[st
     return mapping
 
 
-def _named_saved_model(saved_dir: Path, out_dir: Path, input_name: str, input_shape: list[int], reference, sample):
-    """Re-expose onnx2tf's SavedModel with outputs named like the ONNX graph; returns the value check."""
+def split_input_mean(onnx_path: Path) -> np.ndarray | None:
+    """Remove the graph's leading mean subtraction, ``Sub(input, constant [1, C, 1, 1])``, from the ONNX
+    file in place and return the mean (None, file untouched, when the graph does not start with one).
+
+    The converted model subtracts it again row by row (:func:`_named_saved_model`): the same floats,
+    but one contiguous ``[N, H, W*C]`` subtraction, which XNNPACK runs about 6x faster than onnx2tf's
+    per-channel broadcast over a 3-wide innermost axis (RetinaFace 640: ~1 ms of 13 at one thread).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    image = graph.input[0].name
+    readers = [node for node in graph.node if image in node.input]
+    if len(readers) != 1 or readers[0].op_type != "Sub" or list(readers[0].input)[:1] != [image]:
+        return None
+    sub = readers[0]
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    constant_nodes = {node.output[0]: node for node in graph.node if node.op_type == "Constant" and node.attribute[0].name == "value"}
+    constants |= {name: numpy_helper.to_array(node.attribute[0].t) for name, node in constant_nodes.items()}
+    if sub.input[1] not in constants:
+        return None
+    mean = constants[sub.input[1]]
+    channels = graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    if mean.shape != (1, channels, 1, 1) or mean.dtype != np.float32:
+        return None
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == sub.output[0]:
+                node.input[i] = image
+    graph.node.remove(sub)
+    if sub.input[1] in constant_nodes and not any(sub.input[1] in node.input for node in graph.node):
+        graph.node.remove(constant_nodes[sub.input[1]])
+    onnx.save(model, str(onnx_path))
+    return mean.reshape(-1)
+
+
+def _named_saved_model(saved_dir: Path, out_dir: Path, input_name: str, input_shape: list[int], reference, sample, mean: np.ndarray | None = None):
+    """Re-expose onnx2tf's SavedModel with outputs named like the ONNX graph (and the input ``mean``
+    subtracted row by row in front, when :func:`split_input_mean` took it out); returns the value check."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(saved_dir))
@@ -148,7 +187,13 @@ def _named_saved_model(saved_dir: Path, out_dir: Path, input_name: str, input_sh
     tf_inputs = list(function.structured_input_signature[1])
     if len(tf_inputs) != 1:
         raise WorkerError(f"expected one input in the converted model, got {tf_inputs}")
-    raw = {k: v.numpy() for k, v in function(**{tf_inputs[0]: tf.constant(sample)}).items()}
+    n, h, w, c = input_shape
+    row_mean = None if mean is None else np.tile(mean.astype(np.float32), w)
+
+    def subtract_mean(images):
+        return images if row_mean is None else tf.reshape(tf.reshape(images, [n, h, w * c]) - row_mean, input_shape)
+
+    raw = {k: v.numpy() for k, v in function(**{tf_inputs[0]: subtract_mean(tf.constant(sample))}).items()}
     mapping = match_outputs_by_value(reference, raw)
 
     class Named(tf.Module):
@@ -158,7 +203,7 @@ def _named_saved_model(saved_dir: Path, out_dir: Path, input_name: str, input_sh
 
         @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32, name=input_name)])
         def serve(self, images):
-            outputs = self.loaded.signatures[SIGNATURE_KEY](**{tf_inputs[0]: images})
+            outputs = self.loaded.signatures[SIGNATURE_KEY](**{tf_inputs[0]: subtract_mean(images)})
             return {name: tf.identity(outputs[key], name=name) for name, (key, _) in mapping.items()}
 
     module = Named()
@@ -346,6 +391,7 @@ def run_job(job: dict) -> dict:
     for disable_strict_mode in (False, True):
         private_copy = work / "onnx2tf_input.onnx"  # onnx2tf rewrites its input file (node renaming)
         shutil.copyfile(job["onnx_path"], private_copy)
+        mean = split_input_mean(private_copy)
         shutil.rmtree(work / "onnx2tf", ignore_errors=True)
         try:
             with _skip_onnx2tf_tflite_files():
@@ -367,7 +413,9 @@ def run_job(job: dict) -> dict:
         notes.append(f"onnx2tf strict-mode layout check skipped for {len(skipped_corrections)} op(s) with constant operands: {skipped_corrections[:5]}")
     reference = _onnx_reference(job["onnx_path"], job["input_name"], sample)
     named_dir = work / "named_saved_model"
-    output_check = _named_saved_model(work / "onnx2tf", named_dir, job["input_name"], list(sample.shape), reference, sample)
+    output_check = _named_saved_model(work / "onnx2tf", named_dir, job["input_name"], list(sample.shape), reference, sample, mean)
+    if mean is not None:
+        notes.append("input mean subtracted row by row in front of onnx2tf's graph (same floats; XNNPACK's per-channel broadcast is slow)")
     result = {"onnx2tf_seconds": onnx2tf_seconds, "calibration_seconds": 0.0, "output_mapping": output_check, "notes": notes, "variants": {}}
     calibrated, float_layers = None, []
     if calib is not None and any(v in INT8_VARIANTS for v in job["targets"]):

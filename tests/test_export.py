@@ -392,3 +392,52 @@ def test_keep_float_speed_times_float_prefixes_and_keeps_the_faces(shared, calib
     faster = [c for c, ms in latency.items() if ms < latency[len(kept["layers"])]]
     assert [t["float_layers"] for t in kept["trials"]] == sorted(faster, key=latency.get) + [len(kept["layers"])]
     assert all(not t["met"] for t in kept["trials"][:-1])
+
+
+def _graph_with_input_sub(tmp_path, mean_shape=(1, 3, 1, 1), constant_node=False):
+    from onnx import TensorProto, helper, numpy_helper
+
+    mean = numpy_helper.from_array(np.arange(np.prod(mean_shape), dtype=np.float32).reshape(mean_shape) + 100, "mean")
+    weight = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "weight")
+    nodes = [helper.make_node("Sub", ["images", "mean"], ["centred"]), helper.make_node("Conv", ["centred", "weight"], ["out"])]
+    if constant_node:  # as torch.onnx.export writes it
+        nodes.insert(0, helper.make_node("Constant", [], ["mean"], value=mean))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [weight] if constant_node else [mean, weight],
+    )
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("constant_node", [False, True])
+def test_input_mean_is_split_off_for_onnx2tf(tmp_path, constant_node):
+    from mobilekit.converters.tflite_worker import split_input_mean
+
+    path = _graph_with_input_sub(tmp_path, constant_node=constant_node)
+    mean = split_input_mean(path)
+    np.testing.assert_array_equal(mean, [100, 101, 102])
+    graph = onnx.load(str(path)).graph
+    assert [(n.op_type, list(n.input)) for n in graph.node] == [("Conv", ["images", "weight"])]
+    # Not a per-channel mean (a full-image constant): the file is left as it was.
+    other = _graph_with_input_sub(tmp_path, mean_shape=(1, 3, 4, 4))
+    before = other.read_bytes()
+    assert split_input_mean(other) is None and other.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_tflite_subtracts_the_input_mean_row_by_row(retinaface_export):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    export_dir, _ = retinaface_export
+    path = export_dir / "retinaface_mnet025_640_fp32.tflite"
+    interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    ops = interpreter._get_ops_details()
+    shapes = {t["index"]: list(t["shape"]) for t in interpreter.get_tensor_details()}
+    assert [op["op_name"] for op in ops[:4]] == ["RESHAPE", "SUB", "RESHAPE", "PAD"]
+    assert shapes[ops[1]["outputs"][0]] == [1, 640, 640 * 3]
+    assert any("row by row" in note for note in read_sidecar(path)["tflite"]["converter_notes"])

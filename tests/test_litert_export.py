@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import torch.nn as nn
 
 from mobilekit.config import DeployConfig
@@ -47,6 +48,21 @@ def test_converter_choice_resolves_formats():
     assert resolve_formats(int8=True, converter="litert")[-2:] == ("int8", "int8_full")  # int8 stays onnx2tf's
     with pytest.raises(MobilekitError, match="--converter 'tflite'"):
         resolve_formats(converter="tflite")
+
+
+@pytest.mark.parametrize("name", ["retinaface_mnet025", "blazeface_short", "adyolov5_face"])
+def test_nhwc_wrapper_computes_the_deploy_module_bit_for_bit(name):
+    """The row-wise mean subtraction is the same float subtraction: outputs equal the NCHW deploy module's."""
+    model = build_source_model(name, None, random_seed=0)
+    module = prepare_deploy_module(model)
+    hw = 128 if name.startswith("blazeface") else 64
+    images = np.random.default_rng(1).uniform(0, 255, (1, hw, hw, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(images).permute(0, 3, 1, 2))
+        got = litert_export.NHWCDeployModule(module)(torch.from_numpy(images))
+    assert list(got) == list(model.deploy.output_names)
+    for name_, tensor in zip(model.deploy.output_names, expected):
+        assert torch.equal(got[name_], tensor), name_
 
 
 def test_missing_litert_extra_is_one_line_naming_the_extra(monkeypatch, tmp_path, capsys):

@@ -20,6 +20,7 @@ the export: the caller never imports it and onnx2tf's exits become errors.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import time
@@ -213,10 +214,13 @@ def _run_job(job: dict) -> dict:
     sample = np.load(work / "sample.npy")
     onnx2tf = tflite_worker._offline_onnx2tf(sample)
     start = time.perf_counter()
+    network = work / "network.onnx"
+    shutil.copyfile(job["onnx_path"], network)
+    mean = tflite_worker.split_input_mean(network)
     try:
         with tflite_worker._skip_onnx2tf_tflite_files():
             onnx2tf.convert(
-                input_onnx_file_path=job["onnx_path"],
+                input_onnx_file_path=str(network),
                 output_folder_path=str(work / "onnx2tf"),
                 output_signaturedefs=True,
                 not_use_onnxsim=True,
@@ -226,7 +230,7 @@ def _run_job(job: dict) -> dict:
         raise RuntimeError(f"onnx2tf stopped (exit {exc.code})") from None
     reference = tflite_worker._onnx_reference(job["onnx_path"], job["input_name"], sample)
     named = work / "named"
-    mapping = tflite_worker._named_saved_model(work / "onnx2tf", named, job["input_name"], list(sample.shape), reference, sample)
+    mapping = tflite_worker._named_saved_model(work / "onnx2tf", named, job["input_name"], list(sample.shape), reference, sample, mean)
 
     import tensorflow as tf
 
