@@ -74,4 +74,7 @@ class SSH(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch5_1 = self.conv5X5_1(x)
         branches = [self.conv3X3(x), self.conv5X5_2(branch5_1), self.conv7x7_3(self.conv7X7_2(branch5_1))]
-        return F.relu(torch.cat(branches, dim=1))
+        # ReLU per branch, then concatenate: the same values as ReLU after the concatenation, but each
+        # ReLU follows its convolution, so converters fuse it there (an int8 ReLU after the concatenation
+        # ran outside XNNPACK: 3 ms of RetinaFace's 8.5 ms at 640, one thread).
+        return torch.cat([F.relu(b) for b in branches], dim=1)
