@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.atomic import write_json_atomic
+from mobilekit.benchmarks.markdown import table
 from mobilekit.box_coder import box_iou
 from mobilekit.image_io import read_image
 from mobilekit.inference import detect_image, load_model
@@ -72,13 +73,14 @@ def run(shared: Path) -> dict:
 
 def markdown(report: dict) -> str:
     """One row per detector: reference faces found in total and per size bin, extra detections."""
-    rows = ["| detector | faces found | small (< 5 % of height) | medium (5-10 %) | large (>= 10 %) | extra detections |", "|---|---:|---:|---:|---:|---:|"]
+    rows = []
     for label, photos in report["results"].items():
         total = [sum(p["found"] for p in photos.values()), sum(p["reference"] for p in photos.values())]
         bins = {name: [sum(p["by_size"][name][i] for p in photos.values()) for i in (0, 1)] for name, _, _ in SIZE_BINS}
         cells = [f"{found}/{count}" for found, count in (total, *bins.values())]
-        rows.append(f"| {label} | {' | '.join(cells)} | {sum(p['extra'] for p in photos.values())} |")
-    return "\n".join(rows)
+        rows.append([label, *cells, sum(p["extra"] for p in photos.values())])
+    header = ["detector", "faces found", "small (< 5 % of height)", "medium (5-10 %)", "large (>= 10 %)", "extra detections"]
+    return "\n".join(table(header, rows))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ import platform
 from pathlib import Path
 
 from mobilekit.atomic import write_json_atomic
+from mobilekit.benchmarks.markdown import table
 from mobilekit.benchmarks.timing import interleaved_medians
 from mobilekit.converters import build_source_model, check_artefacts, export_model, source_metadata
 from mobilekit.converters.metadata import read_sidecar
@@ -97,16 +98,11 @@ def run(imgsz: int, images: Path, out_dir: Path, models: list[str]) -> dict:
 
 def markdown_table(result: dict) -> str:
     """The recorded rows as the Markdown table of ``benchmarks/converters.md``."""
-    lines = [
-        "| model | weights | precision | converter | max abs error | faces found | ms, 1 thread | ms, 2 threads | conversion s |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in sorted(result["rows"], key=lambda r: (r["model"], r["precision"] != "fp32", r["converter"] != "onnx2tf")):
-        lines.append(
-            f"| {r['model']} | {r['weights']} | {r['precision']} | {r['converter']} | {r['max_abs_error']:.2g} | "
-            f"{r['faces_found']}/{r['faces']} | {r['latency_ms_1_thread']:.1f} | {r['latency_ms_2_threads']:.1f} | {r['conversion_seconds']:.0f} |"
-        )
-    return "\n".join(lines)
+    header = ["model", "weights", "precision", "converter", "max abs error", "faces found", "ms, 1 thread", "ms, 2 threads", "conversion s"]
+    rows = [[r["model"], r["weights"], r["precision"], r["converter"], f"{r['max_abs_error']:.2g}", f"{r['faces_found']}/{r['faces']}",
+             f"{r['latency_ms_1_thread']:.1f}", f"{r['latency_ms_2_threads']:.1f}", f"{r['conversion_seconds']:.0f}"]
+            for r in sorted(result["rows"], key=lambda r: (r["model"], r["precision"] != "fp32", r["converter"] != "onnx2tf"))]  # fmt: skip
+    return "\n".join(table(header, rows, "llllrrrrr"))
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from mobilekit.benchmarks.hardware import machine_description
+from mobilekit.benchmarks.markdown import table
 from mobilekit.benchmarks.timing import interleaved_medians
 from mobilekit.converters.metadata import read_sidecar
 from mobilekit.converters.parity import check_artefacts, load_inputs
@@ -70,22 +71,21 @@ def _deploy(fp32: Path, weights: Path):
 
 
 def markdown(result: dict) -> str:
-    labels = list(result["files"])
     threads = list(result["latency_ms"])
-    lines = ["| file | " + " | ".join(f"ms, {t} thread(s) | x fp32" for t in threads) + " | held-out faces kept (recall) | precision | float layers |",
-             "|---|" + "---:|---:|" * len(threads) + "---:|---:|---|"]  # fmt: skip
-    for label in labels:
-        cells = []
+    header = ["file"] + [h for t in threads for h in (f"ms, {t} thread(s)", "x fp32")] + ["held-out faces kept (recall)", "precision", "float layers"]
+    rows = []
+    for label in result["files"]:
+        cells = [label]
         for t in threads:
             ms = result["latency_ms"][t]
             cells += [f"{ms[label]:.2f}", f"{ms[label] / ms['fp32']:.2f}"]
         faces = result["faces_held_out"].get(label)
-        recall = f"{faces['found']}/{faces['faces']} ({100 * faces['recall']:.1f} %)" if faces else "-"
-        precision = f"{100 * faces['precision']:.1f} %" if faces and faces["precision"] is not None else "-"
+        cells.append(f"{faces['found']}/{faces['faces']} ({100 * faces['recall']:.1f} %)" if faces else "-")
+        cells.append(f"{100 * faces['precision']:.1f} %" if faces and faces["precision"] is not None else "-")
         keep = result["keep_float"].get(label)
-        kept = "-" if keep is None else f"{len(keep.get('layers', []))} (`--keep-float {','.join(keep.get('requested') or ['none'])}`)"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {recall} | {precision} | {kept} |")
-    return "\n".join(lines) + "\n"
+        cells.append("-" if keep is None else f"{len(keep.get('layers', []))} (`--keep-float {','.join(keep.get('requested') or ['none'])}`)")
+        rows.append(cells)
+    return "\n".join(table(header, rows, "l" + "r" * (len(header) - 2) + "l")) + "\n"
 
 
 def _pairs(parser: argparse.ArgumentParser, option: str, items: list[str], exists) -> dict[str, Path]:

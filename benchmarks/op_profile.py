@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.benchmarks.hardware import machine_description
+from mobilekit.benchmarks.markdown import table
 from mobilekit.benchmarks.timing import interleaved_medians
 
 
@@ -254,11 +255,11 @@ def _split(group: str) -> tuple[str, str]:
 
 
 def _table(title: str, tflite: dict[str, float], onnxruntime: dict[str, float], order) -> list[str]:
-    lines = [f"| {title} | TFLite ms | ORT ms | TFLite - ORT |", "|---|---:|---:|---:|"]
+    rows = []
     for key in sorted(set(tflite) | set(onnxruntime), key=order):
         a, b = tflite.get(key, 0.0), onnxruntime.get(key, 0.0)
-        lines.append(f"| {key} | {a:.2f} | {b:.2f} | {a - b:+.2f} |")
-    return lines + [""]
+        rows.append([key, f"{a:.2f}", f"{b:.2f}", f"{a - b:+.2f}"])
+    return table([title, "TFLite ms", "ORT ms", "TFLite - ORT"], rows) + [""]
 
 
 def _regroup(groups: dict[str, float], part: int) -> dict[str, float]:

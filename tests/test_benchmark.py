@@ -215,3 +215,14 @@ def test_cli_writes_json_and_plot(exports, photo, tmp_path):
     assert out.with_suffix(".png").is_file()
     with pytest.raises(SystemExit):
         main(["benchmark", str(exports), "--backends", "tensorflow_js"])
+
+
+def test_markdown_tables_align_labels_left_and_numbers_right():
+    from mobilekit.benchmarks.markdown import table
+
+    assert table(["model", "ms"], [["a", "1.5"], ["b", 2]]) == ["| model | ms |", "|---|---:|", "| a | 1.5 |", "| b | 2 |"]
+    assert table(["x", "status"], [], "ll")[1] == "|---|---|"
+    with pytest.raises(ValueError, match="2 cells for the 3 columns"):
+        table(["a", "b", "c"], [[1, 2]])
+    with pytest.raises(ValueError, match="does not fit"):
+        table(["a", "b"], [], "lrr")
