@@ -292,3 +292,21 @@ def test_augmented_pixels_stay_under_their_boxes(augment_fn, source_size):
         np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], out.boxes[0], atol=tolerance)
         checked += 1
     assert checked > 20
+
+
+def test_read_image_decodes_jpegs_as_opencv_does(shared_images, tmp_path):
+    """The JPEG fast path (simplejpeg) gives OpenCV's pixels; other formats and broken files keep their paths."""
+    from mobilekit.image_io import ImageError, read_image
+
+    for path in shared_images:
+        expected = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+        assert np.array_equal(read_image(path), expected), path.name
+    gray = np.random.default_rng(0).integers(0, 256, (37, 53), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "gray.jpg"), gray)
+    cv2.imwrite(str(tmp_path / "gray.png"), gray)
+    decoded_gray = cv2.imread(str(tmp_path / "gray.jpg"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(read_image(tmp_path / "gray.jpg"), np.repeat(decoded_gray[..., None], 3, axis=2))
+    assert np.array_equal(read_image(tmp_path / "gray.png"), np.repeat(gray[..., None], 3, axis=2))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ImageError, match="broken.jpg"):
+        read_image(tmp_path / "broken.jpg")
