@@ -7,7 +7,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import simplejpeg
+
+try:
+    import simplejpeg
+except ImportError:  # a `pip install --no-deps` environment (the GPU device check): OpenCV decodes everything
+    simplejpeg = None
 
 from mobilekit.errors import MobilekitError
 
@@ -31,7 +35,7 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
     data = np.fromfile(str(path), dtype=np.uint8)
-    if data[:3].tobytes() == JPEG_MAGIC:
+    if simplejpeg is not None and data[:3].tobytes() == JPEG_MAGIC:
         try:
             return simplejpeg.decode_jpeg(data, colorspace="RGB")
         except ValueError:

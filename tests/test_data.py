@@ -310,3 +310,12 @@ def test_read_image_decodes_jpegs_as_opencv_does(shared_images, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(ImageError, match="broken.jpg"):
         read_image(tmp_path / "broken.jpg")
+
+
+def test_read_image_without_simplejpeg_gives_the_same_pixels(shared_images, monkeypatch):
+    """Environments installed with --no-deps (the GPU device check) decode with OpenCV alone."""
+    from mobilekit import image_io
+
+    fast = image_io.read_image(shared_images[0])
+    monkeypatch.setattr(image_io, "simplejpeg", None)
+    assert np.array_equal(image_io.read_image(shared_images[0]), fast)
