@@ -14,12 +14,11 @@ converter's, an earlier export) to the same alternation.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 from mobilekit.benchmarks.hardware import machine_description
-from mobilekit.benchmarks.markdown import table
+from mobilekit.benchmarks.markdown import table, write_report
 from mobilekit.benchmarks.timing import interleaved_medians
 from mobilekit.converters.metadata import read_sidecar
 from mobilekit.converters.parity import check_artefacts, load_inputs
@@ -112,11 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     exports = _pairs(parser, "--export", args.export, Path.is_dir)
     extra = _pairs(parser, "--extra", args.extra, Path.is_file)
     result = run(exports, args.weights, args.images, [int(t) for t in args.threads.split(",")], args.rounds, args.calls, extra)
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = Path(result["files"]["fp32"]).name.removesuffix("_fp32.tflite")
-    (args.out / f"int8_policies_{stem}.json").write_text(json.dumps(result, indent=1))
-    (args.out / f"int8_policies_{stem}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_report(args.out, f"int8_policies_{stem}", result, markdown(result))
     return 0
 
 

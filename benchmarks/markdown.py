@@ -1,8 +1,11 @@
-"""Markdown pipe tables for the benchmark reports: one header, one alignment row, one line per row."""
+"""Markdown pipe tables for the benchmark reports, and the JSON + Markdown pair each report is written as."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from mobilekit.atomic import write_json_atomic, write_text_atomic
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str | None = None) -> list[str]:
@@ -17,3 +20,11 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str | 
             raise ValueError(f"row {list(row)} has {len(row)} cells for the {len(header)} columns {list(header)}")
         lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
     return lines
+
+
+def write_report(folder: Path, name: str, result: dict, text: str) -> None:
+    """``folder/name.json`` (the measurements) and ``folder/name.md`` (``text``), then ``text`` on stdout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / f"{name}.json", result)
+    write_text_atomic(folder / f"{name}.md", text)
+    print(text)

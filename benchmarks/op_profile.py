@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.benchmarks.hardware import machine_description
-from mobilekit.benchmarks.markdown import table
+from mobilekit.benchmarks.markdown import table, write_report
 from mobilekit.benchmarks.timing import interleaved_medians
 
 
@@ -302,13 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--by-stage", action="store_true", help="group as gather / index arithmetic / rest (long graphs)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mobilekit_op_profile_") as scratch:
         result = profile(args.tflite, args.onnx, [int(t) for t in args.threads.split(",")], args.rounds, args.calls, Path(scratch), args.by_stage)
-    stem = args.tflite.stem
-    (args.out / f"op_profile_{stem}.json").write_text(json.dumps(result, indent=1))
-    (args.out / f"op_profile_{stem}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_report(args.out, f"op_profile_{args.tflite.stem}", result, markdown(result))
     return 0
 
 

@@ -3,6 +3,8 @@ int8 policy comparison. They measure; these tests check what they measure is the
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -43,7 +45,9 @@ def test_a_cut_model_outputs_the_full_models_intermediate_tensors(random_export_
 def test_profile_times_every_op_and_groups_both_runtimes_alike(random_export_factory, tmp_path):
     export_dir = random_export_factory("retinaface_mnet025")
     tflite, onnx = _tflite(export_dir), next(export_dir.glob("*_sim.onnx"))
-    result = op_profile.profile(tflite, onnx, [1], rounds=1, calls=1, scratch=tmp_path)
+    assert op_profile.main([str(tflite), str(onnx), "--threads", "1", "--rounds", "1", "--calls", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / f"op_profile_{tflite.stem}.json").read_text())
+    assert (tmp_path / f"op_profile_{tflite.stem}.md").read_text() == op_profile.markdown(result)
     row = result["threads"]["1"]
     ops = row["tflite_ops"]
     assert [op["index"] for op in ops] == list(range(len(ops)))
