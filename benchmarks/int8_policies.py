@@ -13,10 +13,10 @@ converter's, an earlier export) to the same alternation.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
+from mobilekit.benchmarks.arguments import Parser, existing_dir, existing_file, named_path, positive_int, thread_counts
 from mobilekit.benchmarks.hardware import machine_description
 from mobilekit.benchmarks.markdown import table, write_report
 from mobilekit.benchmarks.timing import interleaved_medians
@@ -24,17 +24,23 @@ from mobilekit.converters.metadata import read_sidecar
 from mobilekit.converters.parity import check_artefacts, load_inputs
 from mobilekit.converters.runtimes import OnnxRuntime, TFLiteRuntime
 from mobilekit.converters.variants import artefact_path
+from mobilekit.errors import MobilekitError
 from mobilekit.image_io import list_images
 
 
 def _files(exports: dict[str, Path]) -> dict[str, Path]:
     """``{label: file}``: ORT and fp32 from the first folder, then every folder's int8 file."""
     first = next(iter(exports.values()))
-    fp32 = next(first.glob("*_fp32.tflite"))
+    fp32 = next(first.glob("*_fp32.tflite"), None)
+    if fp32 is None:
+        raise MobilekitError(f"no *_fp32.tflite in {first} (export it with mobilekit export --int8)")
     stem = fp32.name.removesuffix("_fp32.tflite")
     files = {"onnxruntime": artefact_path(first, stem, "onnx_sim"), "fp32": fp32}
     for label, folder in exports.items():
         files[f"int8 ({label})"] = artefact_path(folder, stem, "int8")
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise MobilekitError(f"missing file(s) {missing}: every --export folder needs the same model's int8 export")
     return files
 
 
@@ -87,30 +93,21 @@ def markdown(result: dict) -> str:
     return "\n".join(table(header, rows, "l" + "r" * (len(header) - 2) + "l")) + "\n"
 
 
-def _pairs(parser: argparse.ArgumentParser, option: str, items: list[str], exists) -> dict[str, Path]:
-    pairs = {}
-    for item in items:
-        label, sep, path = item.partition("=")
-        if not sep or not exists(Path(path)):
-            parser.error(f"{option} {item}: expected NAME=PATH with an existing path")
-        pairs[label] = Path(path)
-    return pairs
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--export", action="append", required=True, help="NAME=DIR, one per --keep-float policy")
-    parser.add_argument("--extra", action="append", default=[], help="NAME=FILE, another .tflite or .onnx timed in the same alternation")
-    parser.add_argument("--weights", type=Path, required=True)
-    parser.add_argument("--images", type=Path, required=True)
-    parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--calls", type=int, default=10)
+    parser = Parser(prog="int8_policies", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--export", type=named_path(Path.is_dir), action="append", required=True, help="NAME=DIR, one per --keep-float policy")
+    parser.add_argument("--extra", type=named_path(Path.is_file), action="append", default=[], help="NAME=FILE, another .tflite or .onnx timed in the same alternation")
+    parser.add_argument("--weights", type=existing_file(), required=True)
+    parser.add_argument("--images", type=existing_dir, required=True)
+    parser.add_argument("--threads", type=thread_counts, default=[1, 2])
+    parser.add_argument("--rounds", type=positive_int, default=12)
+    parser.add_argument("--calls", type=positive_int, default=10)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    exports = _pairs(parser, "--export", args.export, Path.is_dir)
-    extra = _pairs(parser, "--extra", args.extra, Path.is_file)
-    result = run(exports, args.weights, args.images, [int(t) for t in args.threads.split(",")], args.rounds, args.calls, extra)
+    try:
+        result = run(dict(args.export), args.weights, args.images, args.threads, args.rounds, args.calls, dict(args.extra))
+    except MobilekitError as exc:
+        parser.exit(2, f"int8_policies: {exc}\n")
     stem = Path(result["files"]["fp32"]).name.removesuffix("_fp32.tflite")
     write_report(args.out, f"int8_policies_{stem}", result, markdown(result))
     return 0

@@ -15,7 +15,6 @@ writes ``DIR/op_profile_<stem>.json`` and ``.md``. Figures depend on the CPU; th
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilekit.benchmarks.arguments import Parser, existing_file, positive_int, thread_counts
 from mobilekit.benchmarks.hardware import machine_description
 from mobilekit.benchmarks.markdown import table, write_report
 from mobilekit.benchmarks.timing import interleaved_medians
@@ -293,17 +293,17 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("tflite", type=Path)
-    parser.add_argument("onnx", type=Path, nargs="?")
-    parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--calls", type=int, default=5)
+    parser = Parser(prog="op_profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("tflite", type=existing_file(".tflite"))
+    parser.add_argument("onnx", type=existing_file(".onnx"), nargs="?")
+    parser.add_argument("--threads", type=thread_counts, default=[1, 2])
+    parser.add_argument("--rounds", type=positive_int, default=10)
+    parser.add_argument("--calls", type=positive_int, default=5)
     parser.add_argument("--by-stage", action="store_true", help="group as gather / index arithmetic / rest (long graphs)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mobilekit_op_profile_") as scratch:
-        result = profile(args.tflite, args.onnx, [int(t) for t in args.threads.split(",")], args.rounds, args.calls, Path(scratch), args.by_stage)
+        result = profile(args.tflite, args.onnx, args.threads, args.rounds, args.calls, Path(scratch), args.by_stage)
     write_report(args.out, f"op_profile_{args.tflite.stem}", result, markdown(result))
     return 0
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +228,27 @@ def test_markdown_tables_align_labels_left_and_numbers_right():
         table(["a", "b", "c"], [[1, 2]])
     with pytest.raises(ValueError, match="does not fit"):
         table(["a", "b"], [], "lrr")
+
+
+@pytest.mark.parametrize(
+    "module, argv, message",
+    [
+        ("op_profile", ["/no/such/model.tflite", "--out", "OUT"], "argument tflite: no such file: /no/such/model.tflite"),
+        ("op_profile", ["NOTES", "--out", "OUT"], "notes.txt is not a .tflite file"),
+        ("op_profile", ["MODEL", "--threads", "1,0", "--out", "OUT"], "argument --threads: must be >= 1, got 0"),
+        ("int8_policies", ["--export", "none", "--weights", "W", "--images", "IMAGES", "--out", "OUT"], "argument --export: expected NAME=PATH"),
+        ("int8_policies", ["--export", "none=EMPTY", "--weights", "W", "--images", "IMAGES", "--out", "OUT"], "no *_fp32.tflite in"),
+        ("int8_policies", ["--export", "none=EMPTY", "--weights", "W", "--images", "/no/such/folder", "--out", "OUT"], "argument --images: no such folder"),
+    ],
+)
+def test_profile_scripts_reject_bad_input_in_one_line(module, argv, message, tmp_path):
+    model, empty = tmp_path / "m.tflite", tmp_path / "empty"
+    model.write_bytes(b"")
+    empty.mkdir()
+    (tmp_path / "w.pth").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a model")
+    names = {"OUT": str(tmp_path / "out"), "MODEL": str(model), "NOTES": str(tmp_path / "notes.txt"), "EMPTY": str(empty), "W": str(tmp_path / "w.pth"), "IMAGES": str(tmp_path)}
+    argv = [names.get(a, a.replace("=EMPTY", f"={empty}")) for a in argv]
+    proc = subprocess.run([sys.executable, "-m", f"mobilekit.benchmarks.{module}", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
