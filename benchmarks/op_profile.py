@@ -29,6 +29,7 @@ from mobilekit.benchmarks.arguments import Parser, existing_file, positive_int, 
 from mobilekit.benchmarks.hardware import machine_description
 from mobilekit.benchmarks.markdown import table, write_report
 from mobilekit.benchmarks.timing import interleaved_medians
+from mobilekit.converters.runtimes import OnnxRuntime, onnxruntime_options, outside_delegate
 
 
 # The same kind of layer under each runtime's op names (convolutions are told apart by their filters).
@@ -57,13 +58,10 @@ def tflite_ops(model: bytes, by_stage: bool = False) -> list[OpTime]:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.interpreter import Interpreter
 
-    from mobilekit.converters.runtimes import outside_delegate
-
     flat = schema.ModelT.InitFromPackedBuf(model, 0)
     codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    interpreter = Interpreter(model_content=model)
-    outside = outside_delegate(interpreter)[0]
+    outside = outside_delegate(Interpreter(model_content=model))[0] if by_stage else set()
     graph = flat.subgraphs[0]
     ops = []
     for index, op in enumerate(graph.operators):
@@ -136,12 +134,11 @@ def tflite_profile(path: Path, threads: int, rounds: int, calls: int, beside: di
         interpreter.set_tensor(detail["index"], _input(detail["shape"], detail["dtype"]))
         runners[count] = interpreter.invoke
     medians = interleaved_medians(runners | (beside or {}), rounds=rounds, calls=calls)
-    previous, pending = 0.0, []
+    previous = 0.0
     for op in ops:  # a run of ops between two cuts is timed as one and counted on its last op
-        pending.append(op)
         if op.index + 1 in runners:
-            pending[-1].ms = medians[op.index + 1] - previous
-            previous, pending = medians[op.index + 1], []
+            op.ms = medians[op.index + 1] - previous
+            previous = medians[op.index + 1]
     return ops, {name: medians[name] for name in beside or {}}
 
 
@@ -154,30 +151,17 @@ def _cut_points(ops: list[OpTime]) -> list[int]:
 
 
 # -- ONNX Runtime ------------------------------------------------------------------------------------
-def _onnxruntime_session(path: Path, threads: int, profile_prefix: Path | None = None):
-    """The session ``mobilekit benchmark`` times (CPU provider, all graph optimisations)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if profile_prefix is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(profile_prefix)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _onnxruntime_call(path: Path, threads: int):
-    session = _onnxruntime_session(path, threads)
-    model_input = session.get_inputs()[0]
-    feed = {model_input.name: _input(model_input.shape, np.float32)}
-    return lambda: session.run(None, feed)
+    runtime = OnnxRuntime(path, num_threads=threads)
+    x = _input(runtime.session.get_inputs()[0].shape, np.float32)
+    return lambda: runtime.infer(x)
 
 
 def onnxruntime_profile(path: Path, threads: int, runs: int, scratch: Path, by_stage: bool = False) -> list[OpTime]:
     """Per-node median kernel milliseconds of ``path`` from ONNX Runtime's own profiler."""
-    session = _onnxruntime_session(path, threads, scratch / "ort_profile")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), onnxruntime_options(threads, scratch / "ort_profile"), providers=["CPUExecutionProvider"])
     model_input = session.get_inputs()[0]
     x = _input(model_input.shape, np.float32)
     for _ in range(5 + runs):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import traceback
@@ -78,3 +79,11 @@ def serve_job(run_job: Callable[[dict], dict], details: Callable[[Exception], di
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:], **details(exc)}
     Path(result_path).write_text(json.dumps(result, indent=1))
     return 0 if result["ok"] else 1
+
+
+def last_log_line(log: str, limit: int = 300) -> str:
+    """The line of a child's output that says what went wrong: the last one naming an error, else the
+    last non-empty one (LiteRT's ``INFO:`` lines skipped), cut to ``limit`` characters."""
+    lines = [line.strip() for line in log.splitlines() if line.strip() and not line.startswith("INFO:")]
+    errors = [line for line in lines if re.search(r"Error|ERROR|error:", line)]
+    return (errors or lines or ["no output"])[-1][:limit]

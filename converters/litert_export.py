@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mobilekit.converters.child_job import run_child_job
+from mobilekit.converters.child_job import last_log_line, run_child_job
 from mobilekit.converters.onnx_export import locate_operator
 from mobilekit.converters.tflite_export import check_xnnpack_load
 from mobilekit.converters.variants import VARIANT, artefact_path
@@ -112,8 +112,7 @@ def convert_with_litert(
 def _describe_failure(result: dict | None, log: str, wrapper: nn.Module, images: torch.Tensor) -> str:
     """One line: the operator litert-torch stopped at and the PyTorch module that calls it."""
     if result is None:
-        lines = [line.strip() for line in log.splitlines() if line.strip()]
-        return f"litert-torch crashed: {(lines or ['no output'])[-1][:300]}"
+        return f"litert-torch crashed: {last_log_line(log)}"
     op = result.get("op")
     where = ""
     if op:

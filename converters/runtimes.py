@@ -106,6 +106,23 @@ class TorchRuntime:
         return {k: v.cpu().numpy() for k, v in outputs.items()}
 
 
+def onnxruntime_options(num_threads: int, profile_prefix: Path | None = None):
+    """The session options every ONNX Runtime measurement uses: ``num_threads`` intra-op threads, one
+    sequential inter-op thread, every graph optimisation; with ``profile_prefix``, its per-node profiler on."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
+    return options
+
+
 class OnnxRuntime:
     """ONNX Runtime with ``num_threads`` intra-op threads on ``provider`` (a key of ``ORT_PROVIDERS``);
     float32 input, NCHW or NHWC as the graph has it."""
@@ -117,13 +134,7 @@ class OnnxRuntime:
         available = ort.get_available_providers()
         if requested[0] not in available:
             raise BackendUnavailable(f"{requested[0]} is not in onnxruntime.get_available_providers() = {available}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=requested)
+        self.session = ort.InferenceSession(str(path), onnxruntime_options(num_threads), providers=requested)
         used = self.session.get_providers()[0]
         self.provider = used if used == requested[0] else f"{used} (FELL BACK from {requested[0]})"
         self.name = name or Path(path).name

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilekit.converters.child_job import run_child_job
+from mobilekit.converters.child_job import last_log_line, run_child_job
 from mobilekit.converters.onnx_export import ExportError, module_path_from_node
 from mobilekit.converters.variants import INT8_VARIANTS, TFLITE_VARIANTS, artefact_path
 
@@ -101,8 +101,7 @@ def check_xnnpack_load(path: str | Path, timeout_s: float = 300) -> dict:
         return {"ok": False, "error": f"no answer within {timeout_s:.0f} s"}
     if "XNNPACK_LOAD_OK" in proc.stdout:
         return {"ok": True, "error": None}
-    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip() and not line.startswith("INFO:")]
-    return {"ok": False, "error": f"exit status {proc.returncode}: {(lines or ['no output'])[-1][:300]}"}
+    return {"ok": False, "error": f"exit status {proc.returncode}: {last_log_line(proc.stderr)}"}
 
 
 def _save(path: Path, array: np.ndarray) -> str:
@@ -117,15 +116,9 @@ def _describe_failure(result: dict | None, log: str, onnx_name: str) -> str:
         found = re.findall(r"onnx_op_name: (\S+)", log)
         node = found[-1] if found else None
     op_type = (result or {}).get("op_type") or (node.rsplit("/", 1)[-1].split("_")[0] if node else None)
-    reason = (result or {}).get("error") or _last_error_line(log)
+    reason = (result or {}).get("error") or last_log_line(log, limit=400)
     where = ""
     if node:
         module = module_path_from_node(node)
         where = f" at ONNX node '{node}' (op {op_type}, PyTorch module '{module or '<top level>'}')"
     return f"TFLite conversion of {onnx_name} failed{where}: {reason}"
-
-
-def _last_error_line(log: str) -> str:
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    errors = [line for line in lines if re.search(r"Error|ERROR|error:", line)]
-    return (errors or lines or ["no output from the converter"])[-1][:400]

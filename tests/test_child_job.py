@@ -74,3 +74,13 @@ def test_a_hung_child_times_out_and_leaves_no_file(tmp_path):
     with pytest.raises(JobFailed, match="timeout"):
         _run(tmp_path, "hang", timeout_s=5)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_reported_line_is_the_last_error_else_the_last_line():
+    from mobilekit.converters.child_job import last_log_line
+
+    log = "INFO: Created TensorFlow Lite XNNPACK delegate\nValueError: bad shape\nexiting\n"
+    assert last_log_line(log) == "ValueError: bad shape"
+    assert last_log_line("INFO: only info\nstep 3 of 5\n") == "step 3 of 5"
+    assert last_log_line("") == "no output"
+    assert last_log_line("RuntimeError: " + "x" * 500, limit=40) == ("RuntimeError: " + "x" * 500)[:40]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.config import DeployConfig
-from mobilekit.converters.child_job import run_child_job, serve_job
+from mobilekit.converters.child_job import last_log_line, run_child_job, serve_job
 from mobilekit.errors import MobilekitError
 from mobilekit.families import family_of
 from mobilekit.priors import prior_boxes
@@ -250,8 +250,7 @@ def _run_job(job: dict) -> dict:
 
 
 def _reason(result: dict | None, log: str) -> str:
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    return (result or {}).get("error") or (lines or ["no output"])[-1][:300]
+    return (result or {}).get("error") or last_log_line(log)
 
 
 if __name__ == "__main__":
