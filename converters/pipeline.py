@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 
 
 from mobilekit.atomic import write_json_atomic
+from mobilekit.converters.activation_ranges import RANGE_ESTIMATORS
 from mobilekit.converters.calibration import calibration_paths, load_calibration_images, synthetic_sample
 from mobilekit.converters.metadata import (
     SIDECAR_SCHEMA,
@@ -109,6 +110,7 @@ def export_model(
     dynamic: bool = False,
     source: dict | None = None,
     keep_float: tuple[str, ...] | None = None,
+    calib_ranges: str = "mean",
     warn: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Export ``model`` at ``imgsz`` (int or (H, W)) to ``out_dir``; returns the artefact paths (sidecars next to them).
@@ -119,12 +121,15 @@ def export_model(
     (if given) gets the one-line reason, which every sidecar's notes also keep. ``source`` is recorded
     in every sidecar (see ``model_source.source_metadata``) so parity can rebuild the PyTorch reference.
     int8 variants keep ``keep_float`` layers in float (None: the model's declared ``int8_keep_float``;
-    see ``selective_int8``).
+    see ``selective_int8``), with activation ranges from the ``calib_ranges`` estimator (see
+    ``activation_ranges``).
     """
     formats = tuple(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise MobilekitError(f"unknown export format(s) {unknown}; choose from {FORMATS}")
+    if calib_ranges not in RANGE_ESTIMATORS:
+        raise MobilekitError(f"--calib-ranges {calib_ranges!r} is not one of {', '.join(RANGE_ESTIMATORS)}")
     input_hw = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
     deploy = model.deploy
     check_input_size(input_hw, deploy)
@@ -190,7 +195,7 @@ def export_model(
 
         if variants:
             keep = deploy.int8_keep_float if keep_float is None else tuple(keep_float)
-            converted = convert_to_tflite(tflite_source, out_dir, stem, variants, sample, calibration, keep, deploy.to_dict())
+            converted = convert_to_tflite(tflite_source, out_dir, stem, variants, sample, calibration, keep, deploy.to_dict(), calib_ranges)
             for variant in variants:
                 info = converted[variant]
                 seconds = info["onnx2tf_seconds"] + info["calibration_seconds"] + info["convert_seconds"]
@@ -205,6 +210,7 @@ def export_model(
                         "output_mapping": info["output_mapping"],
                         "converter_notes": info["notes"],
                         "keep_float": info["keep_float"],
+                        "calibration_ranges": info["calibration_ranges"],
                         "analysis": info["analysis"],
                         "seconds": {
                             "onnx2tf_shared": info["onnx2tf_seconds"],

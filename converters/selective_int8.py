@@ -3,6 +3,9 @@
 Runs inside the TFLite worker (TensorFlow imported). A layer is named by its output tensor in the
 calibrated model, the name TensorFlow's MLIR quantiser deny-lists. ``--keep-float`` takes:
 
+- ``stem``: the ops from the input at full resolution down to stride :data:`STEM_MAX_STRIDE`, in
+  execution order up to the first coarser one (the input's pixels and the first convolutions, where
+  int8 steps are largest against the faint detail of small faces);
 - ``heads``: the last computing op before each output (only reshapes / concatenations / softmax after it);
 - ``outputs``: the heads and the shape-only ops after them, so that the outputs never pass through int8
   (a head kept in float alone is requantised for the reshapes and concatenations that follow it);
@@ -29,6 +32,7 @@ import numpy as np
 SHAPE_ONLY_OPS = frozenset({"RESHAPE", "CONCATENATION", "DEQUANTIZE", "QUANTIZE", "SOFTMAX", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"})
 AUTO_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
 SPEED_PREFIXES = (0, 4, 8, 11, 16, 24, 32)  # float ops from the input, in execution order
+STEM_MAX_STRIDE = 4
 
 
 class KeepFloatError(ValueError):
@@ -46,6 +50,29 @@ def _op_outputs(model: bytes) -> list[tuple[str, str]]:
     interpreter = _interpreter(model)
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     return [(op["op_name"], names[op["outputs"][0]]) for op in interpreter._get_ops_details() if op["outputs"].size]
+
+
+def input_names(model: bytes) -> list[str]:
+    """The model's input tensors."""
+    return [d["name"] for d in _interpreter(model).get_input_details()]
+
+
+def stem_layers(model: bytes) -> list[str]:
+    """Output tensors of the ops from the input, in execution order, until the first op whose output
+    is an image coarser than stride :data:`STEM_MAX_STRIDE` (non-image outputs, e.g. the row-wise mean
+    subtraction's ``[1, H, W*C]``, stay in the stem)."""
+    interpreter = _interpreter(model)
+    input_height = int(interpreter.get_input_details()[0]["shape"][1])
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    stem: list[str] = []
+    for op in interpreter._get_ops_details():
+        if not op["outputs"].size:
+            continue
+        output = tensors[int(op["outputs"][0])]
+        if len(output["shape"]) == 4 and output["shape"][1] * STEM_MAX_STRIDE < input_height:
+            break
+        stem.append(output["name"])
+    return stem
 
 
 def head_layers(model: bytes, with_shape_ops: bool = False) -> list[str]:
@@ -74,12 +101,14 @@ def head_layers(model: bytes, with_shape_ops: bool = False) -> list[str]:
 
 
 def resolve_layers(model: bytes, specs: list[str]) -> list[str]:
-    """Tensor names for ``specs`` (``heads``, ``outputs``, op types, tensor names); raises naming an unknown entry."""
+    """Tensor names for ``specs`` (``stem``, ``heads``, ``outputs``, op types, tensor names); raises naming an unknown entry."""
     ops = _op_outputs(model)
     names = {name for _, name in ops}
     chosen: list[str] = []
     for spec in specs:
-        if spec in ("heads", "outputs"):
+        if spec == "stem":
+            found = stem_layers(model)
+        elif spec in ("heads", "outputs"):
             found = head_layers(model, with_shape_ops=spec == "outputs")
         elif re.fullmatch(r"[A-Z][A-Z0-9_]*", spec):
             found = [name for op_type, name in ops if op_type == spec]

@@ -24,6 +24,7 @@ def convert_to_tflite(
     calibration: np.ndarray | None = None,
     keep_float: tuple[str, ...] = (),
     deploy: dict | None = None,
+    calib_ranges: str = "mean",
     timeout_s: float = 1800,
 ) -> dict[str, dict]:
     """Convert ``onnx_path`` to each TFLite ``variant``; returns ``{variant: {"path", ...worker info}}``.
@@ -31,7 +32,8 @@ def convert_to_tflite(
     ``sample`` (``[1, H, W, 3]`` raw RGB 0-255 float32) is the real image the converted outputs are
     matched against; ``calibration`` (``[N, H, W, 3]``, same contract) is required for int8 variants,
     which keep ``keep_float`` layers in float (see ``selective_int8``; ``auto`` needs ``deploy``, the
-    model's ``DeployConfig.to_dict()``, to judge detections).
+    model's ``DeployConfig.to_dict()``, to judge detections); their activation ranges come from the
+    ``calib_ranges`` estimator (see ``activation_ranges``).
     Files appear under their final names only after every requested variant converted.
     """
     unknown = [v for v in variants if v not in TFLITE_VARIANTS]
@@ -54,6 +56,7 @@ def convert_to_tflite(
             "sample_npy": _save(work_dir / "sample.npy", sample),
             "calib_npy": _save(work_dir / "calib.npy", calibration) if calibration is not None else None,
             "keep_float": list(keep_float),
+            "calib_ranges": calib_ranges,
             "deploy": deploy,
         }
         onnx_name = Path(onnx_path).name
@@ -71,6 +74,7 @@ def convert_to_tflite(
             "output_mapping": result["output_mapping"],
             "notes": result["notes"],
             "keep_float": result.get("keep_float") if v in INT8_VARIANTS else None,
+            "calibration_ranges": result.get("calibration_ranges") if v in INT8_VARIANTS else None,
             **info,
         }
         for v, info in result["variants"].items()

@@ -217,10 +217,16 @@ def _converter(saved_dir: Path):
     return tf.lite.TFLiteConverter.from_saved_model(str(saved_dir), signature_keys=[SIGNATURE_KEY])
 
 
-def calibrate(saved_dir: Path, calib: np.ndarray, input_name: str) -> bytes:
+def calibrate(saved_dir: Path, calib: np.ndarray, input_name: str, ranges: str = "mean") -> bytes:
     """The float model with every activation's range recorded on ``calib``: run once, shared by the int8
-    variants (the converter would otherwise calibrate again for each of them)."""
+    variants (the converter would otherwise calibrate again for each of them). ``ranges`` names the
+    estimator (see ``activation_ranges``): ``minmax`` keeps TensorFlow's, ``mean`` re-estimates them."""
     import tensorflow as tf
+
+    from mobilekit.converters import activation_ranges, selective_int8
+
+    if ranges not in activation_ranges.RANGE_ESTIMATORS:
+        raise WorkerError(f"unknown calibration range estimator {ranges!r}; choose from {sorted(activation_ranges.RANGE_ESTIMATORS)}")
 
     def representative():
         for image in calib:
@@ -231,7 +237,11 @@ def calibrate(saved_dir: Path, calib: np.ndarray, input_name: str) -> bytes:
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter._experimental_calibrate_only = True  # what TFLite's QuantizationDebugger uses
-    return converter.convert()
+    calibrated = converter.convert()
+    if ranges == "minmax":
+        return calibrated
+    keep = {input_name, *selective_int8.input_names(calibrated), *selective_int8.head_layers(calibrated, with_shape_ops=True)}
+    return activation_ranges.mean_ranges(calibrated, calib, keep)
 
 
 def _convert(saved_dir: Path, variant: str, calibrated: bytes | None, float_layers: list[str] = ()) -> bytes:
@@ -376,9 +386,9 @@ def signature_io(path: str) -> dict:
     return {"inputs": describe(runner.get_input_details()), "outputs": describe(runner.get_output_details())}
 
 
-def run_job(job: dict) -> dict:
-    calib = np.load(job["calib_npy"]) if job.get("calib_npy") else None
-    sample = calib[:1] if calib is not None else np.load(job["sample_npy"])
+def saved_model(job: dict, sample: np.ndarray) -> tuple[Path, dict]:
+    """onnx2tf's SavedModel of ``job["onnx_path"]`` with outputs named like the ONNX graph, in
+    ``job["work_dir"]/named_saved_model``; and the start of the job's result (timings, output check, notes)."""
     work = Path(job["work_dir"])
     _check_supported_ops(job["onnx_path"])
     onnx2tf = _offline_onnx2tf(sample)
@@ -416,11 +426,18 @@ def run_job(job: dict) -> dict:
     output_check = _named_saved_model(work / "onnx2tf", named_dir, job["input_name"], list(sample.shape), reference, sample, mean)
     if mean is not None:
         notes.append("input mean subtracted row by row in front of onnx2tf's graph (same floats; XNNPACK's per-channel broadcast is slow)")
-    result = {"onnx2tf_seconds": onnx2tf_seconds, "calibration_seconds": 0.0, "output_mapping": output_check, "notes": notes, "variants": {}}
+    return named_dir, {"onnx2tf_seconds": onnx2tf_seconds, "calibration_seconds": 0.0, "output_mapping": output_check, "notes": notes, "variants": {}}
+
+
+def run_job(job: dict) -> dict:
+    calib = np.load(job["calib_npy"]) if job.get("calib_npy") else None
+    sample = calib[:1] if calib is not None else np.load(job["sample_npy"])
+    named_dir, result = saved_model(job, sample)
     calibrated, float_layers = None, []
     if calib is not None and any(v in INT8_VARIANTS for v in job["targets"]):
         start = time.perf_counter()
-        calibrated = calibrate(named_dir, calib, job["input_name"])
+        calibrated = calibrate(named_dir, calib, job["input_name"], job["calib_ranges"])
+        result["calibration_ranges"] = job["calib_ranges"]
         result["keep_float"] = _keep_float(job, named_dir, calibrated, calib)
         float_layers = result["keep_float"]["layers"]
         result["calibration_seconds"] = time.perf_counter() - start

@@ -274,6 +274,10 @@ def test_cli_rejects_bad_inputs(tmp_path, capsys, shared):
         "weights file not found": ["export", "retinaface_mnet025", "--weights", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o")],
         "opset": ["export", "retinaface_mnet025", "--weights", weights, "--onnx", "--opset", "13", "--out", str(tmp_path / "o")],
         "--keep-float is only used with --int8": ["export", "retinaface_mnet025", "--weights", weights, "--tflite", "--keep-float", "heads", "--out", str(tmp_path / "o")],
+        "--calib-ranges is only used with --int8": ["export", "retinaface_mnet025", "--weights", weights, "--tflite", "--calib-ranges", "minmax", "--out", str(tmp_path / "o")],
+        "--calib-ranges 'median' is not one of mean, minmax": [
+            "export", "retinaface_mnet025", "--weights", weights, "--int8", "--calib-images", str(shared / "images"), "--calib-ranges", "median", "--out", str(tmp_path / "o"),
+        ],
     }
     for expected, argv in cases.items():
         code, err = _cli(argv, capsys)
@@ -335,6 +339,25 @@ def test_keep_float_names_resolve_on_a_real_graph(retinaface_export):
     assert resolve_layers(model, [heads[0], "heads"]) == [heads[0]] + [h for h in heads if h != heads[0]]
     with pytest.raises(KeepFloatError, match="'backbone.nope' matches no layer"):
         resolve_layers(model, ["backbone.nope"])
+
+
+@pytest.mark.slow
+def test_stem_is_the_graph_prefix_down_to_stride_4(retinaface_export):
+    """``stem``: the ops from the input in execution order while their images are at stride <= 4; the
+    next op's image is coarser (RetinaFace's first stride-8 depthwise convolution)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilekit.converters.selective_int8 import resolve_layers
+
+    model = (retinaface_export[0] / "retinaface_mnet025_640_fp32.tflite").read_bytes()
+    interpreter = Interpreter(model_content=model)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    outputs = [tensors[int(op["outputs"][0])] for op in interpreter._get_ops_details()]
+    stem = resolve_layers(model, ["stem"])
+    assert stem == [t["name"] for t in outputs[: len(stem)]]
+    heights = [int(t["shape"][1]) for t in outputs[: len(stem) + 1] if len(t["shape"]) == 4]
+    assert min(heights[:-1]) == 640 // 4 and heights[-1] == 640 // 8
+    assert "CONV_2D" in {op["op_name"] for op in interpreter._get_ops_details()[: len(stem)]}
 
 
 @pytest.mark.slow

@@ -1,0 +1,160 @@
+"""int8 calibration choices judged on photos the calibration never saw, over every split of a photo folder.
+
+The model is converted to onnx2tf's float SavedModel once. For each way to split ``--images`` into a
+calibration half and a judged half, it is calibrated on the first half with each range estimator
+(``--ranges``, see ``converters.activation_ranges``) and quantised with each ``--keep-float`` entry
+(``none`` for a fully int8 graph); each int8 file runs under XNNPACK on the other half and is judged
+by ``mobilekit parity``'s rule against PyTorch (recall: PyTorch's faces >= 0.5 found at >= 0.3, IoU >=
+0.5; precision the other way round). The fp32 file and every int8 file of the first split are timed
+in one alternation.
+
+    python -m mobilekit.benchmarks.int8_calibration featherface_v1 --weights W.pth --images photos/ \\
+        --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mobilekit.benchmarks.arguments import Parser, existing_dir, existing_file, positive_int, thread_counts
+from mobilekit.benchmarks.hardware import machine_description
+from mobilekit.benchmarks.markdown import table, write_report
+from mobilekit.benchmarks.timing import interleaved_medians
+from mobilekit.errors import MobilekitError
+from mobilekit.image_io import list_images
+
+
+def _float_model(name: str, weights: Path, images: np.ndarray, work: Path):
+    """(source model, named SavedModel folder, ONNX input name) for ``name`` at the photos' size."""
+    import onnx
+
+    from mobilekit.converters import build_source_model, export_model, source_metadata
+    from mobilekit.converters.tflite_worker import saved_model
+
+    model = build_source_model(name, weights)
+    (onnx_path,) = export_model(model, images.shape[1:3], work, formats=("onnx_sim",), source=source_metadata(weights, None))
+    input_name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
+    named_dir, _ = saved_model({"onnx_path": str(onnx_path), "work_dir": str(work), "input_name": input_name}, images[:1])
+    return model, named_dir, input_name
+
+
+def _judge(path: Path, deploy, images: np.ndarray, reference: list[dict]) -> dict:
+    from mobilekit.converters.parity import face_agreement, summarize_faces
+    from mobilekit.converters.runtimes import TFLiteRuntime
+    from mobilekit.families import decode_outputs, family_of
+
+    runtime = TFLiteRuntime(path, 2)
+    match_iou = family_of(deploy).parity_tolerance(deploy).int8_match_iou
+    hw = images.shape[1:3]
+    per_image = []
+    for image, expected in zip(images, reference):
+        got = runtime.run(image[None])
+        faces = [decode_outputs(deploy, {n: out[n][0] for n in deploy.output_names}, hw).numpy() for out in (expected, got)]
+        per_image.append(face_agreement(*faces, match_iou))
+    summary = summarize_faces(per_image)
+    return {key: summary[key] for key in ("faces", "found", "file_faces", "confirmed")}
+
+
+def run(name: str, weights: Path, images_dir: Path, imgsz: int, ranges: list[str], keep_float: list[str], threads: list[int], max_splits: int | None) -> dict:
+    from mobilekit.converters.calibration import load_calibration_images
+    from mobilekit.converters.runtimes import TFLiteRuntime, TorchRuntime
+    from mobilekit.converters.selective_int8 import resolve_layers
+    from mobilekit.converters.tflite_worker import _convert, calibrate
+    from mobilekit.models import create_model
+
+    paths = list_images(images_dir)
+    if len(paths) < 2:
+        raise MobilekitError(f"--images {images_dir}: needs at least 2 photos, found {len(paths)}")
+    images = load_calibration_images(paths, create_model(name).deploy, (imgsz, imgsz))
+    splits = list(itertools.combinations(range(len(paths)), len(paths) // 2))[:max_splits]
+    result = {"machine": machine_description(), "load_average_at_start": os.getloadavg(), "model": name, "imgsz": imgsz, "photos": [p.name for p in paths], "splits": [], "latency_ms": {}}
+    with tempfile.TemporaryDirectory(prefix="int8_calibration_") as scratch:
+        work = Path(scratch)
+        model, named_dir, input_name = _float_model(name, weights, images, work)
+        torch_runtime = TorchRuntime(model)
+        reference = [torch_runtime.run(image[None]) for image in images]
+        files = {"fp32": work / "fp32.tflite"}
+        files["fp32"].write_bytes(_convert(named_dir, "fp32", None))
+        for split_index, calib in enumerate(splits):
+            judged = [i for i in range(len(paths)) if i not in calib]
+            row = {"calibration": [paths[i].name for i in calib], "cases": {}}
+            for estimator in ranges:
+                calibrated = calibrate(named_dir, images[list(calib)], input_name, estimator)
+                for keep in keep_float:
+                    layers = [] if keep == "none" else resolve_layers(calibrated, keep.split(","))
+                    path = work / f"int8_{estimator}_{keep}.tflite"
+                    path.write_bytes(_convert(named_dir, "int8", calibrated, layers))
+                    row["cases"][f"{estimator} / {keep}"] = _judge(path, model.deploy, images[judged], [reference[i] for i in judged]) | {"float_layers": len(layers)}
+                    if split_index == 0:
+                        files[f"int8 {estimator} / {keep}"] = work / f"first_{path.name}"
+                        path.replace(files[f"int8 {estimator} / {keep}"])
+            result["splits"].append(row)
+            print(f"split {split_index + 1}/{len(splits)}: " + "; ".join(f"{c} {v['found']}/{v['faces']}" for c, v in row["cases"].items()), flush=True)
+        for count in threads:
+            runners = {}
+            for label, path in files.items():
+                runtime = TFLiteRuntime(path, num_threads=count)
+                x = runtime.prepare(images[:1])
+                runners[label] = lambda runtime=runtime, x=x: runtime.infer(x)
+            result["latency_ms"][str(count)] = interleaved_medians(runners, rounds=10, calls=5)
+    return result
+
+
+def totals(result: dict) -> dict[str, dict]:
+    """Per case: faces summed over the splits, and the worst split's recall."""
+    out = {}
+    for case in result["splits"][0]["cases"]:
+        rows = [split["cases"][case] for split in result["splits"]]
+        summed = {key: sum(r[key] for r in rows) for key in ("faces", "found", "file_faces", "confirmed")}
+        out[case] = summed | {"worst_recall": min(r["found"] / r["faces"] for r in rows if r["faces"]), "float_layers": rows[0]["float_layers"]}
+    return out
+
+
+def markdown(result: dict) -> str:
+    threads = list(result["latency_ms"])
+    lines = [f"{result['model']} at {result['imgsz']}: {len(result['splits'])} splits of {len(result['photos'])} photos (calibrate on one half, judge the other).", ""]
+    header = ["ranges / --keep-float", "float ops", "recall (all splits)", "worst split", "precision"] + [f"ms, {t} thread(s)" for t in threads] + ["x fp32 (1st)"]
+    rows = [["fp32", "all", "-", "-", "-"] + [f"{result['latency_ms'][t]['fp32']:.1f}" for t in threads] + ["1.00"]]
+    for case, s in totals(result).items():
+        ms = [result["latency_ms"][t][f"int8 {case}"] for t in threads]
+        rows.append([case, str(s["float_layers"]), f"{s['found']}/{s['faces']} ({100 * s['found'] / s['faces']:.1f} %)", f"{100 * s['worst_recall']:.1f} %",
+                     f"{100 * s['confirmed'] / s['file_faces']:.1f} %"] + [f"{v:.1f}" for v in ms] + [f"{ms[0] / result['latency_ms'][threads[0]]['fp32']:.2f}"])  # fmt: skip
+    lines += table(header, rows, "llrrr" + "r" * (len(threads) + 1))
+    lines += ["", "Per split (faces found / PyTorch's faces on the judged half):", ""]
+    cases = list(result["splits"][0]["cases"])
+    lines += table(["calibrated on"] + cases, [[", ".join(s["calibration"])] + [f"{s['cases'][c]['found']}/{s['cases'][c]['faces']}" for c in cases] for s in result["splits"]])
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="int8_calibration", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--weights", type=existing_file(), required=True)
+    parser.add_argument("--images", type=existing_dir, required=True)
+    parser.add_argument("--imgsz", type=positive_int, default=640)
+    parser.add_argument("--ranges", default="minmax,mean", help="range estimators, comma-separated")
+    parser.add_argument("--keep-float", action="append", default=None, help="a --keep-float value per case (repeat); 'none' for fully int8")
+    parser.add_argument("--threads", type=thread_counts, default=[1, 2])
+    parser.add_argument("--max-splits", type=positive_int, default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    from mobilekit.converters.activation_ranges import RANGE_ESTIMATORS
+
+    ranges = args.ranges.split(",")
+    if unknown := [r for r in ranges if r not in RANGE_ESTIMATORS]:
+        parser.error(f"argument --ranges: unknown estimator(s) {unknown}; choose from {', '.join(RANGE_ESTIMATORS)}")
+    try:
+        result = run(args.model, args.weights, args.images, args.imgsz, ranges, args.keep_float or ["none", "stem"], args.threads, args.max_splits)
+    except MobilekitError as exc:
+        parser.exit(2, f"int8_calibration: {exc}\n")
+    write_report(args.out, f"int8_calibration_{args.model}_{args.imgsz}", result, markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
