@@ -60,7 +60,15 @@ def _judge(path: Path, deploy, images: np.ndarray, reference: list[dict]) -> dic
     return {key: summary[key] for key in ("faces", "found", "file_faces", "confirmed")}
 
 
-def run(name: str, weights: Path, images_dir: Path, imgsz: int, ranges: list[str], keep_float: list[str], threads: list[int], max_splits: int | None) -> dict:
+def halves(count: int) -> list[tuple[int, ...]]:
+    """Every choice of ``count // 2`` photo indices (the calibration half), in lexicographic order."""
+    return list(itertools.combinations(range(count), count // 2))
+
+
+def run(name: str, weights: Path, images_dir: Path, imgsz: int, ranges: list[str], keep_float: list[str], threads: list[int],
+        max_splits: int | None = None, splits: list[tuple[int, ...]] | None = None, rounds: int = 10) -> dict:  # fmt: skip
+    """``splits`` (calibration photo indices into the sorted folder; default: :func:`halves`, the first
+    ``max_splits`` of them)."""
     from mobilekit.converters.calibration import load_calibration_images
     from mobilekit.converters.runtimes import TFLiteRuntime, TorchRuntime
     from mobilekit.converters.selective_int8 import resolve_layers
@@ -71,7 +79,7 @@ def run(name: str, weights: Path, images_dir: Path, imgsz: int, ranges: list[str
     if len(paths) < 2:
         raise MobilekitError(f"--images {images_dir}: needs at least 2 photos, found {len(paths)}")
     images = load_calibration_images(paths, create_model(name).deploy, (imgsz, imgsz))
-    splits = list(itertools.combinations(range(len(paths)), len(paths) // 2))[:max_splits]
+    splits = (splits or halves(len(paths)))[:max_splits]
     result = {"machine": machine_description(), "load_average_at_start": os.getloadavg(), "model": name, "imgsz": imgsz, "photos": [p.name for p in paths], "splits": [], "latency_ms": {}}
     with tempfile.TemporaryDirectory(prefix="int8_calibration_") as scratch:
         work = Path(scratch)
@@ -101,7 +109,7 @@ def run(name: str, weights: Path, images_dir: Path, imgsz: int, ranges: list[str
                 runtime = TFLiteRuntime(path, num_threads=count)
                 x = runtime.prepare(images[:1])
                 runners[label] = lambda runtime=runtime, x=x: runtime.infer(x)
-            result["latency_ms"][str(count)] = interleaved_medians(runners, rounds=10, calls=5)
+            result["latency_ms"][str(count)] = interleaved_medians(runners, rounds=rounds, calls=5)
     return result
 
 
@@ -117,8 +125,14 @@ def totals(result: dict) -> dict[str, dict]:
 
 def markdown(result: dict) -> str:
     threads = list(result["latency_ms"])
-    lines = [f"{result['model']} at {result['imgsz']}: {len(result['splits'])} splits of {len(result['photos'])} photos (calibrate on one half, judge the other).", ""]
-    header = ["ranges / --keep-float", "float ops", "recall (all splits)", "worst split", "precision"] + [f"ms, {t} thread(s)" for t in threads] + ["x fp32 (1st)"]
+    machine = result["machine"]
+    lines = [
+        f"{result['model']} at {result['imgsz']}: {len(result['splits'])} splits of {len(result['photos'])} photos (calibrate on one half, judge the other);",
+        f"{machine['cpu_model']}, {machine['usable_cores']} cores, {machine['date_utc']}, load average {result['load_average_at_start'][0]:.2f} at the start; "
+        "latency under XNNPACK, interleaved, int8 files of the first split.",
+        "",
+    ]
+    header = ["ranges / --keep-float", "float ops", "recall (all splits)", "worst split", "precision"] + [f"ms, {t} thread(s)" for t in threads] + [f"x fp32, {threads[0]} thread(s)"]
     rows = [["fp32", "all", "-", "-", "-"] + [f"{result['latency_ms'][t]['fp32']:.1f}" for t in threads] + ["1.00"]]
     for case, s in totals(result).items():
         ms = [result["latency_ms"][t][f"int8 {case}"] for t in threads]
@@ -148,9 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     ranges = args.ranges.split(",")
     if unknown := [r for r in ranges if r not in RANGE_ESTIMATORS]:
         parser.error(f"argument --ranges: unknown estimator(s) {unknown}; choose from {', '.join(RANGE_ESTIMATORS)}")
+    from mobilekit.converters.selective_int8 import KeepFloatError
+
     try:
-        result = run(args.model, args.weights, args.images, args.imgsz, ranges, args.keep_float or ["none", "stem"], args.threads, args.max_splits)
-    except MobilekitError as exc:
+        result = run(args.model, args.weights, args.images, args.imgsz, ranges, args.keep_float or ["none", "stem"], args.threads, max_splits=args.max_splits)
+    except (MobilekitError, KeepFloatError) as exc:
         parser.exit(2, f"int8_calibration: {exc}\n")
     write_report(args.out, f"int8_calibration_{args.model}_{args.imgsz}", result, markdown(result))
     return 0

@@ -9,8 +9,9 @@ recorded range (the input contract: pixels 0-255), and so do its outputs and the
 reshape or concatenate into them (an app dequantises them; a clipped box regression would move the
 largest faces).
 
-Measured on FeatherFace V1 at 640 (``benchmarks/int8_calibration.py``): the bus photo alone widened the
-ranges enough to lose 13 of 282 faces on three other photos.
+Measured on FeatherFace V1 at 640, judged on three photos (282 faces): calibrated on either of two
+group photos alone, 275-277 faces kept; with a bus photo added to them, 262 with TensorFlow's ranges
+and 276 with ``mean`` (over every split of six photos: ``benchmarks/int8_calibration.py``).
 
 Runs inside the TFLite worker (TensorFlow imported).
 """
@@ -23,8 +24,6 @@ RANGE_ESTIMATORS = {
     "mean": "mean over calibration photos of each photo's minimum and maximum (outliers saturate)",
     "minmax": "minimum and maximum over all calibration photos (TensorFlow's calibrator)",
 }
-
-
 FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
 
 

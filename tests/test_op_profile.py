@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from mobilekit.benchmarks import int8_policies, op_profile
+from mobilekit.benchmarks import int8_calibration, int8_policies, op_profile
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +79,19 @@ def test_int8_policy_table_reports_what_parity_reports(retinaface_export, retina
     assert (faces["found"], faces["faces"]) == (reported["faces"]["found"], reported["faces"]["faces"])
     assert faces["images"] == 3  # judged on the half of the photos the calibration did not see
     assert "| int8 (declared) |" in int8_policies.markdown(result)
+
+
+def test_int8_calibration_judges_like_parity(retinaface_parity, shared):
+    """The calibration benchmark's int8 file, calibrated on the same half of the photos with the default
+    ranges, finds the faces parity counts for the exported int8 file; its stem case keeps ops float."""
+    result = int8_calibration.run(
+        "retinaface_mnet025", shared / "weights/retinaface_mnet025_widerface.pth", shared / "images", 640,
+        ["mean", "minmax"], ["none", "stem"], [1], splits=[(0, 2, 4)], rounds=1,
+    )  # fmt: skip
+    (split,) = result["splits"]
+    assert split["calibration"] == sorted(p.name for p in (shared / "images").glob("*.jpg"))[::2]
+    (reported,) = [a for a in retinaface_parity["report"]["artefacts"] if a["variant"] == "int8"]
+    assert (split["cases"]["mean / none"]["found"], split["cases"]["mean / none"]["faces"]) == (reported["faces"]["found"], reported["faces"]["faces"])
+    assert split["cases"]["mean / none"]["float_layers"] == 0 < split["cases"]["mean / stem"]["float_layers"]
+    assert set(result["latency_ms"]["1"]) == {"fp32"} | {f"int8 {c}" for c in split["cases"]}
+    assert "| mean / stem |" in int8_calibration.markdown(result)
