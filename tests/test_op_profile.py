@@ -83,15 +83,20 @@ def test_int8_policy_table_reports_what_parity_reports(retinaface_export, retina
 
 def test_int8_calibration_judges_like_parity(retinaface_parity, shared):
     """The calibration benchmark's int8 file, calibrated on the same half of the photos with the default
-    ranges, finds the faces parity counts for the exported int8 file; its stem case keeps ops float."""
+    ranges and the model's declared float layers, finds the faces parity counts for the exported int8
+    file; the fully int8 case keeps no op float."""
+    from mobilekit.models import create_model
+
+    declared = ",".join(create_model("retinaface_mnet025").deploy.int8_keep_float)
     result = int8_calibration.run(
         "retinaface_mnet025", shared / "weights/retinaface_mnet025_widerface.pth", shared / "images", 640,
-        ["mean", "minmax"], ["none", "stem"], [1], splits=[(0, 2, 4)], rounds=1,
+        ["mean", "minmax"], ["none", declared], [1], splits=[(0, 2, 4)], rounds=1,
     )  # fmt: skip
     (split,) = result["splits"]
     assert split["calibration"] == sorted(p.name for p in (shared / "images").glob("*.jpg"))[::2]
     (reported,) = [a for a in retinaface_parity["report"]["artefacts"] if a["variant"] == "int8"]
-    assert (split["cases"]["mean / none"]["found"], split["cases"]["mean / none"]["faces"]) == (reported["faces"]["found"], reported["faces"]["faces"])
-    assert split["cases"]["mean / none"]["float_layers"] == 0 < split["cases"]["mean / stem"]["float_layers"]
+    benchmark = split["cases"][f"mean / {declared}"]
+    assert (benchmark["found"], benchmark["faces"]) == (reported["faces"]["found"], reported["faces"]["faces"])
+    assert split["cases"]["mean / none"]["float_layers"] == 0 < benchmark["float_layers"]
     assert set(result["latency_ms"]["1"]) == {"fp32"} | {f"int8 {c}" for c in split["cases"]}
-    assert "| mean / stem |" in int8_calibration.markdown(result)
+    assert f"| mean / {declared} |" in int8_calibration.markdown(result)
