@@ -25,8 +25,11 @@ from mobilekit.benchmarks.arguments import Parser, existing_dir, existing_file, 
 from mobilekit.benchmarks.hardware import machine_description
 from mobilekit.benchmarks.markdown import table, write_report
 from mobilekit.benchmarks.timing import interleaved_medians
+from mobilekit.cli.export import parse_keep_float
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import list_images
+
+FACE_COUNTS = ("faces", "found", "file_faces", "confirmed")
 
 
 def _float_model(name: str, weights: Path, images: np.ndarray, work: Path):
@@ -57,7 +60,7 @@ def _judge(path: Path, deploy, images: np.ndarray, reference: list[dict]) -> dic
         faces = [decode_outputs(deploy, {n: out[n][0] for n in deploy.output_names}, hw).numpy() for out in (expected, got)]
         per_image.append(face_agreement(*faces, match_iou))
     summary = summarize_faces(per_image)
-    return {key: summary[key] for key in ("faces", "found", "file_faces", "confirmed")}
+    return {key: summary[key] for key in FACE_COUNTS}
 
 
 def halves(count: int) -> list[tuple[int, ...]]:
@@ -69,10 +72,11 @@ def run(name: str, weights: Path, images_dir: Path, imgsz: int, ranges: list[str
         max_splits: int | None = None, splits: list[tuple[int, ...]] | None = None, rounds: int = 10) -> dict:  # fmt: skip
     """``splits`` (calibration photo indices into the sorted folder; default: :func:`halves`, the first
     ``max_splits`` of them)."""
+    from mobilekit.converters.activation_ranges import estimate_ranges
     from mobilekit.converters.calibration import load_calibration_images
     from mobilekit.converters.runtimes import TFLiteRuntime, TorchRuntime
     from mobilekit.converters.selective_int8 import resolve_layers
-    from mobilekit.converters.tflite_worker import _convert, calibrate
+    from mobilekit.converters.tflite_worker import calibrate, convert_variant
     from mobilekit.models import create_model
 
     paths = list_images(images_dir)
@@ -87,20 +91,21 @@ def run(name: str, weights: Path, images_dir: Path, imgsz: int, ranges: list[str
         torch_runtime = TorchRuntime(model)
         reference = [torch_runtime.run(image[None]) for image in images]
         files = {"fp32": work / "fp32.tflite"}
-        files["fp32"].write_bytes(_convert(named_dir, "fp32", None))
+        files["fp32"].write_bytes(convert_variant(named_dir, "fp32", None))
         for split_index, calib in enumerate(splits):
             judged = [i for i in range(len(paths)) if i not in calib]
             row = {"calibration": [paths[i].name for i in calib], "cases": {}}
+            recorded = calibrate(named_dir, images[list(calib)], input_name)
             for estimator in ranges:
-                calibrated = calibrate(named_dir, images[list(calib)], input_name, estimator)
+                calibrated = estimate_ranges(recorded, images[list(calib)], estimator)
                 for keep in keep_float:
-                    layers = [] if keep == "none" else resolve_layers(calibrated, keep.split(","))
-                    path = work / f"int8_{estimator}_{keep}.tflite"
-                    path.write_bytes(_convert(named_dir, "int8", calibrated, layers))
-                    row["cases"][f"{estimator} / {keep}"] = _judge(path, model.deploy, images[judged], [reference[i] for i in judged]) | {"float_layers": len(layers)}
+                    case = f"{estimator} / {keep}"
+                    layers = resolve_layers(calibrated, list(parse_keep_float(keep)))
+                    path = work / f"int8_split{split_index}_case{len(row['cases'])}.tflite"
+                    path.write_bytes(convert_variant(named_dir, "int8", calibrated, layers))
+                    row["cases"][case] = _judge(path, model.deploy, images[judged], [reference[i] for i in judged]) | {"float_layers": len(layers)}
                     if split_index == 0:
-                        files[f"int8 {estimator} / {keep}"] = work / f"first_{path.name}"
-                        path.replace(files[f"int8 {estimator} / {keep}"])
+                        files[f"int8 {case}"] = path
             result["splits"].append(row)
             print(f"split {split_index + 1}/{len(splits)}: " + "; ".join(f"{c} {v['found']}/{v['faces']}" for c, v in row["cases"].items()), flush=True)
         for count in threads:
@@ -118,9 +123,14 @@ def totals(result: dict) -> dict[str, dict]:
     out = {}
     for case in result["splits"][0]["cases"]:
         rows = [split["cases"][case] for split in result["splits"]]
-        summed = {key: sum(r[key] for r in rows) for key in ("faces", "found", "file_faces", "confirmed")}
-        out[case] = summed | {"worst_recall": min(r["found"] / r["faces"] for r in rows if r["faces"]), "float_layers": rows[0]["float_layers"]}
+        summed = {key: sum(r[key] for r in rows) for key in FACE_COUNTS}
+        recalls = [r["found"] / r["faces"] for r in rows if r["faces"]]
+        out[case] = summed | {"worst_recall": min(recalls) if recalls else None, "float_layers": rows[0]["float_layers"]}
     return out
+
+
+def _percent(part: float | None, whole: float) -> str:
+    return "-" if part is None or not whole else f"{100 * part / whole:.1f} %"
 
 
 def markdown(result: dict) -> str:
@@ -136,8 +146,8 @@ def markdown(result: dict) -> str:
     rows = [["fp32", "all", "-", "-", "-"] + [f"{result['latency_ms'][t]['fp32']:.1f}" for t in threads] + ["1.00"]]
     for case, s in totals(result).items():
         ms = [result["latency_ms"][t][f"int8 {case}"] for t in threads]
-        rows.append([case, str(s["float_layers"]), f"{s['found']}/{s['faces']} ({100 * s['found'] / s['faces']:.1f} %)", f"{100 * s['worst_recall']:.1f} %",
-                     f"{100 * s['confirmed'] / s['file_faces']:.1f} %"] + [f"{v:.1f}" for v in ms] + [f"{ms[0] / result['latency_ms'][threads[0]]['fp32']:.2f}"])  # fmt: skip
+        rows.append([case, str(s["float_layers"]), f"{s['found']}/{s['faces']} ({_percent(s['found'], s['faces'])})", _percent(s["worst_recall"], 1),
+                     _percent(s["confirmed"], s["file_faces"])] + [f"{v:.1f}" for v in ms] + [f"{ms[0] / result['latency_ms'][threads[0]]['fp32']:.2f}"])  # fmt: skip
     lines += table(header, rows, "llrrr" + "r" * (len(threads) + 1))
     lines += ["", "Per split (faces found / PyTorch's faces on the judged half):", ""]
     cases = list(result["splits"][0]["cases"])
@@ -151,22 +161,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=existing_file(), required=True)
     parser.add_argument("--images", type=existing_dir, required=True)
     parser.add_argument("--imgsz", type=positive_int, default=640)
-    parser.add_argument("--ranges", default="minmax,mean", help="range estimators, comma-separated")
-    parser.add_argument("--keep-float", action="append", default=None, help="a --keep-float value per case (repeat); 'none' for fully int8")
+    parser.add_argument("--calib-ranges", default="minmax,mean", help="range estimators, comma-separated")
+    parser.add_argument("--keep-float", action="append", default=None, help="a --keep-float value per case (repeat; not auto or speed); 'none' for fully int8")
     parser.add_argument("--threads", type=thread_counts, default=[1, 2])
     parser.add_argument("--max-splits", type=positive_int, default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     from mobilekit.converters.activation_ranges import RANGE_ESTIMATORS
 
-    ranges = args.ranges.split(",")
-    if unknown := [r for r in ranges if r not in RANGE_ESTIMATORS]:
-        parser.error(f"argument --ranges: unknown estimator(s) {unknown}; choose from {', '.join(RANGE_ESTIMATORS)}")
     from mobilekit.converters.selective_int8 import KeepFloatError
+    from mobilekit.converters.tflite_worker import WorkerError
 
+    ranges = args.calib_ranges.split(",")
+    if unknown := [r for r in ranges if r not in RANGE_ESTIMATORS]:
+        parser.error(f"argument --calib-ranges: unknown estimator(s) {unknown}; choose from {', '.join(RANGE_ESTIMATORS)}")
+    if policies := [k for k in args.keep_float or [] if k in ("auto", "speed")]:
+        parser.error(f"argument --keep-float: {policies[0]!r} chooses layers itself; name layers, 'stem', 'heads', 'outputs' or 'none'")
     try:
         result = run(args.model, args.weights, args.images, args.imgsz, ranges, args.keep_float or ["none", "stem"], args.threads, max_splits=args.max_splits)
-    except (MobilekitError, KeepFloatError) as exc:
+    except (MobilekitError, KeepFloatError, WorkerError) as exc:
         parser.exit(2, f"int8_calibration: {exc}\n")
     write_report(args.out, f"int8_calibration_{args.model}_{args.imgsz}", result, markdown(result))
     return 0

@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 
 from mobilekit.atomic import write_json_atomic
-from mobilekit.converters.activation_ranges import RANGE_ESTIMATORS
+from mobilekit.converters.activation_ranges import DEFAULT_RANGE_ESTIMATOR, RANGE_ESTIMATORS
 from mobilekit.converters.calibration import calibration_paths, load_calibration_images, synthetic_sample
 from mobilekit.converters.metadata import (
     SIDECAR_SCHEMA,
@@ -110,7 +110,7 @@ def export_model(
     dynamic: bool = False,
     source: dict | None = None,
     keep_float: tuple[str, ...] | None = None,
-    calib_ranges: str = "mean",
+    calib_ranges: str | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Export ``model`` at ``imgsz`` (int or (H, W)) to ``out_dir``; returns the artefact paths (sidecars next to them).
@@ -121,13 +121,14 @@ def export_model(
     (if given) gets the one-line reason, which every sidecar's notes also keep. ``source`` is recorded
     in every sidecar (see ``model_source.source_metadata``) so parity can rebuild the PyTorch reference.
     int8 variants keep ``keep_float`` layers in float (None: the model's declared ``int8_keep_float``;
-    see ``selective_int8``), with activation ranges from the ``calib_ranges`` estimator (see
-    ``activation_ranges``).
+    see ``selective_int8``), with activation ranges from the ``calib_ranges`` estimator (None: the
+    default; see ``activation_ranges``).
     """
     formats = tuple(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise MobilekitError(f"unknown export format(s) {unknown}; choose from {FORMATS}")
+    calib_ranges = calib_ranges or DEFAULT_RANGE_ESTIMATOR
     if calib_ranges not in RANGE_ESTIMATORS:
         raise MobilekitError(f"--calib-ranges {calib_ranges!r} is not one of {', '.join(RANGE_ESTIMATORS)}")
     input_hw = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)

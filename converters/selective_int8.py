@@ -120,26 +120,25 @@ def resolve_layers(model: bytes, specs: list[str]) -> list[str]:
     return chosen
 
 
-def rank_layers(saved_dir, calib: np.ndarray, input_name: str) -> list[str]:
+def rank_layers(calibrated: bytes, calib: np.ndarray) -> list[str]:
     """Layers by TensorFlow's quantisation debugger, worst first: RMSE of each layer's int8 output against
-    its float computation from the same (quantised) inputs, in units of its quantisation step."""
+    its float computation from the same (quantised) inputs, in units of its quantisation step, with the
+    ``calibrated`` model's activation ranges (those the int8 files get)."""
     import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
 
     def dataset():
         for image in calib:
             yield [image[None].astype(np.float32)]
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir), signature_keys=["serving_default"])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ({input_name: x[0]} for x in dataset())
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"scale": lambda f, q, scale, zero: scale})
     # The debugger's interpreters would load LiteRT's XNNPACK delegate, which some int8 graphs crash.
     module = importlib.import_module("tensorflow.lite.tools.optimize.debugging.python.debugger")
     builtin = functools.partial(tf.lite.Interpreter, experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     original, module._interpreter = module._interpreter, types.SimpleNamespace(Interpreter=builtin)
     try:
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset, debug_options=options)
+        debug_model = mlir_quantize(calibrated, enable_numeric_verify=True)
+        debugger = tf.lite.experimental.QuantizationDebugger(quant_debug_model_content=debug_model, debug_dataset=dataset, debug_options=options)
         debugger.run()
     finally:
         module._interpreter = original

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilekit.converters.activation_ranges import DEFAULT_RANGE_ESTIMATOR
 from mobilekit.converters.child_job import last_log_line, run_child_job
 from mobilekit.converters.onnx_export import ExportError, module_path_from_node
 from mobilekit.converters.variants import INT8_VARIANTS, TFLITE_VARIANTS, artefact_path
@@ -24,7 +25,7 @@ def convert_to_tflite(
     calibration: np.ndarray | None = None,
     keep_float: tuple[str, ...] = (),
     deploy: dict | None = None,
-    calib_ranges: str = "mean",
+    calib_ranges: str = DEFAULT_RANGE_ESTIMATOR,
     timeout_s: float = 1800,
 ) -> dict[str, dict]:
     """Convert ``onnx_path`` to each TFLite ``variant``; returns ``{variant: {"path", ...worker info}}``.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilekit.converters import activation_ranges
 from mobilekit.converters.child_job import serve_job
 from mobilekit.converters.variants import INT8_VARIANTS, VARIANT
 
@@ -217,16 +218,11 @@ def _converter(saved_dir: Path):
     return tf.lite.TFLiteConverter.from_saved_model(str(saved_dir), signature_keys=[SIGNATURE_KEY])
 
 
-def calibrate(saved_dir: Path, calib: np.ndarray, input_name: str, ranges: str = "mean") -> bytes:
-    """The float model with every activation's range recorded on ``calib``: run once, shared by the int8
-    variants (the converter would otherwise calibrate again for each of them). ``ranges`` names the
-    estimator (see ``activation_ranges``): ``minmax`` keeps TensorFlow's, ``mean`` re-estimates them."""
+def calibrate(saved_dir: Path, calib: np.ndarray, input_name: str) -> bytes:
+    """The float model with every activation's range recorded on ``calib`` by TensorFlow's calibrator
+    (min and max over all photos; ``activation_ranges.estimate_ranges`` may re-estimate them): run once,
+    shared by the int8 variants (the converter would otherwise calibrate again for each of them)."""
     import tensorflow as tf
-
-    from mobilekit.converters import activation_ranges, selective_int8
-
-    if ranges not in activation_ranges.RANGE_ESTIMATORS:
-        raise WorkerError(f"unknown calibration range estimator {ranges!r}; choose from {sorted(activation_ranges.RANGE_ESTIMATORS)}")
 
     def representative():
         for image in calib:
@@ -237,14 +233,10 @@ def calibrate(saved_dir: Path, calib: np.ndarray, input_name: str, ranges: str =
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter._experimental_calibrate_only = True  # what TFLite's QuantizationDebugger uses
-    calibrated = converter.convert()
-    if ranges == "minmax":
-        return calibrated
-    keep = {input_name, *selective_int8.input_names(calibrated), *selective_int8.head_layers(calibrated, with_shape_ops=True)}
-    return activation_ranges.mean_ranges(calibrated, calib, keep)
+    return converter.convert()
 
 
-def _convert(saved_dir: Path, variant: str, calibrated: bytes | None, float_layers: list[str] = ()) -> bytes:
+def convert_variant(saved_dir: Path, variant: str, calibrated: bytes | None, float_layers: list[str] = ()) -> bytes:
     """One TFLite variant; int8 ones quantise the shared ``calibrated`` model exactly as the converter's
     own post-training path does (its MLIR quantiser with the same options), leaving ``float_layers``
     (output tensor names) in float."""
@@ -266,7 +258,7 @@ def _convert(saved_dir: Path, variant: str, calibrated: bytes | None, float_laye
     return converter.convert()
 
 
-def _keep_float(job: dict, saved_dir: Path, calibrated: bytes, calib: np.ndarray) -> dict:
+def _keep_float(job: dict, calibrated: bytes, calib: np.ndarray) -> dict:
     """The layers the int8 variants keep in float (see ``selective_int8``), and how they were chosen."""
     from mobilekit.converters import selective_int8
 
@@ -278,7 +270,7 @@ def _keep_float(job: dict, saved_dir: Path, calibrated: bytes, calib: np.ndarray
             return {"requested": requested, "layers": selective_int8.resolve_layers(calibrated, requested) if requested else []}
         except selective_int8.KeepFloatError as exc:
             raise WorkerError(str(exc)) from None
-    ranked = selective_int8.rank_layers(saved_dir, calib, job["input_name"])
+    ranked = selective_int8.rank_layers(calibrated, calib)
     meets, trials = _detection_target(job, calibrated, calib)
     layers = selective_int8.auto_layers(ranked, meets)
     return {"requested": requested, "layers": layers, "ranked_by": "quantisation debugger: RMSE / scale per layer", "trials": trials, "met": bool(trials and trials[-1]["met"])}
@@ -436,14 +428,14 @@ def run_job(job: dict) -> dict:
     calibrated, float_layers = None, []
     if calib is not None and any(v in INT8_VARIANTS for v in job["targets"]):
         start = time.perf_counter()
-        calibrated = calibrate(named_dir, calib, job["input_name"], job["calib_ranges"])
+        calibrated = activation_ranges.estimate_ranges(calibrate(named_dir, calib, job["input_name"]), calib, job["calib_ranges"])
         result["calibration_ranges"] = job["calib_ranges"]
-        result["keep_float"] = _keep_float(job, named_dir, calibrated, calib)
+        result["keep_float"] = _keep_float(job, calibrated, calib)
         float_layers = result["keep_float"]["layers"]
         result["calibration_seconds"] = time.perf_counter() - start
     for variant, target in job["targets"].items():
         start = time.perf_counter()
-        Path(target).write_bytes(_convert(named_dir, variant, calibrated, float_layers))
+        Path(target).write_bytes(convert_variant(named_dir, variant, calibrated, float_layers))
         seconds = time.perf_counter() - start
         io_spec = signature_io(target)
         if sorted(io_spec["outputs"]) != sorted(job["output_names"]):

@@ -36,6 +36,7 @@ def _ranges(model: bytes) -> dict[str, tuple[float, float]]:
 
 
 def test_mean_ranges_average_each_photos_range_and_keep_inputs_and_outputs(tmp_path):
+    from mobilekit.converters.activation_ranges import estimate_ranges
     from mobilekit.converters.selective_int8 import head_layers, input_names
     from mobilekit.converters.tflite_worker import calibrate
 
@@ -43,9 +44,10 @@ def test_mean_ranges_average_each_photos_range_and_keep_inputs_and_outputs(tmp_p
     rng = np.random.default_rng(1)
     calib = rng.uniform(60, 120, size=(3, 16, 16, 3)).astype(np.float32)
     calib[2, 4:8, 4:8] = 255.0  # one photo with an outlying bright patch
-    minmax = calibrate(saved, calib, "images", "minmax")
-    mean = calibrate(saved, calib, "images", "mean")
-    per_photo = [_ranges(calibrate(saved, calib[i : i + 1], "images", "minmax")) for i in range(len(calib))]
+    minmax = calibrate(saved, calib, "images")
+    assert estimate_ranges(minmax, calib, "minmax") == minmax
+    mean = estimate_ranges(minmax, calib, "mean")
+    per_photo = [_ranges(calibrate(saved, calib[i : i + 1], "images")) for i in range(len(calib))]
     recorded, estimated = _ranges(minmax), _ranges(mean)
     kept = set(input_names(minmax)) | set(head_layers(minmax, with_shape_ops=True))
     assert kept and set(recorded) == set(estimated) and set(recorded) - kept
@@ -61,8 +63,8 @@ def test_mean_ranges_average_each_photos_range_and_keep_inputs_and_outputs(tmp_p
     assert narrower, "the outlying photo should widen TensorFlow's ranges of the hidden layer"
 
 
-def test_unknown_range_estimator_is_named(tmp_path):
-    from mobilekit.converters.tflite_worker import WorkerError, calibrate
+def test_unknown_range_estimator_is_named():
+    from mobilekit.converters.activation_ranges import estimate_ranges
 
-    with pytest.raises(WorkerError, match="unknown calibration range estimator 'median'"):
-        calibrate(tmp_path, np.zeros((1, 16, 16, 3), np.float32), "images", "median")
+    with pytest.raises(ValueError, match="unknown calibration range estimator 'median'; choose from mean, minmax"):
+        estimate_ranges(b"", np.zeros((1, 16, 16, 3), np.float32), "median")

@@ -239,7 +239,8 @@ def test_markdown_tables_align_labels_left_and_numbers_right():
         ("int8_policies", ["--export", "none", "--weights", "W", "--images", "IMAGES", "--out", "OUT"], "argument --export: expected NAME=PATH"),
         ("int8_policies", ["--export", "none=EMPTY", "--weights", "W", "--images", "IMAGES", "--out", "OUT"], "no *_fp32.tflite in"),
         ("int8_policies", ["--export", "none=EMPTY", "--weights", "W", "--images", "/no/such/folder", "--out", "OUT"], "argument --images: no such folder"),
-        ("int8_calibration", ["retinaface_mnet025", "--weights", "W", "--images", "IMAGES", "--ranges", "mean,median", "--out", "OUT"], "unknown estimator(s) ['median']"),
+        ("int8_calibration", ["retinaface_mnet025", "--weights", "W", "--images", "IMAGES", "--calib-ranges", "mean,median", "--out", "OUT"], "unknown estimator(s) ['median']"),
+        ("int8_calibration", ["retinaface_mnet025", "--weights", "W", "--images", "IMAGES", "--keep-float", "auto", "--out", "OUT"], "'auto' chooses layers itself"),
         ("int8_calibration", ["retinaface_mnet025", "--weights", "W", "--images", "EMPTY", "--out", "OUT"], "needs at least 2 photos, found 0"),
     ],
 )

@@ -35,7 +35,7 @@ def export(
         "--keep-float",
         help="int8 layers left in float: 'auto' (fewest layers, ranked by TF's quantisation debugger, until the detections on the calibration photos meet the int8 target), 'speed' (the float prefix from the input that is fastest on this machine at 1 thread and meets the same target), 'stem' (the ops from the input down to stride 4), 'heads', 'outputs' (heads and the reshapes/concatenations after them), op types (FULLY_CONNECTED) or tensor names, comma-separated; 'none' for a fully int8 graph. Default: the model's declaration.",
     ),
-    calib_ranges: str = typer.Option("mean", "--calib-ranges", help="How int8 activation ranges are estimated: 'mean' (of each calibration photo's minimum and maximum: rare outliers saturate instead of coarsening every value) or 'minmax' (over all photos, TensorFlow's calibrator)."),
+    calib_ranges: Optional[str] = typer.Option(None, "--calib-ranges", help="How int8 activation ranges are estimated: 'mean' (the default: the mean of each calibration photo's minimum and maximum, so rare outliers saturate instead of coarsening every value) or 'minmax' (over all photos, TensorFlow's calibrator)."),
     opset: int = typer.Option(17, "--opset", min=17, help="ONNX opset (>= 17)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic H/W in the ONNX files (priors then come from the metadata); TFLite stays static."),
     out: Path = typer.Option(Path("exports"), "--out", help="Output folder."),
@@ -64,7 +64,7 @@ def export(
         raise MobilekitError("--calib-images is only used with --int8")
     if keep_float is not None and not int8:
         raise MobilekitError("--keep-float is only used with --int8")
-    if calib_ranges != "mean" and not int8:
+    if calib_ranges is not None and not int8:
         raise MobilekitError("--calib-ranges is only used with --int8")
     layers = None if keep_float is None else parse_keep_float(keep_float)
     formats = resolve_formats(onnx, simplify, tflite, fp16, int8, converter)
@@ -93,7 +93,7 @@ def parse_keep_float(value: str) -> tuple[str, ...]:
     """``--keep-float`` text -> layer specs; ``none`` -> () (fully int8); ``auto`` and ``speed`` only on their own."""
     specs = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
     if not specs:
-        raise MobilekitError("--keep-float needs a value: auto, speed, heads, outputs, none, op types or tensor names")
+        raise MobilekitError("--keep-float needs a value: auto, speed, stem, heads, outputs, none, op types or tensor names")
     if specs == ("none",):
         return ()
     if any(s in ("auto", "speed", "none") for s in specs) and len(specs) > 1:
