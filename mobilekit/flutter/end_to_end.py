@@ -237,7 +237,7 @@ def _run_job(job: dict) -> dict:
     module = _end_to_end_module(tf, tf.saved_model.load(str(named)), np.load(work / "priors.npy"), job)
     e2e_dir = work / "end_to_end"
     tf.saved_model.save(module, str(e2e_dir), signatures={"serving_default": module.serve})
-    Path(job["target"]).write_bytes(tflite_worker._convert(e2e_dir, job["precision"], None))
+    Path(job["target"]).write_bytes(tflite_worker.convert_variant(e2e_dir, job["precision"], None))
     io_spec = tflite_worker.signature_io(job["target"])
     if sorted(io_spec["outputs"]) != sorted(OUTPUT_NAMES):
         raise RuntimeError(f"end-to-end signature outputs {sorted(io_spec['outputs'])} != {sorted(OUTPUT_NAMES)}")
