@@ -47,19 +47,10 @@ def _float_model(name: str, weights: Path, images: np.ndarray, work: Path):
 
 
 def _judge(path: Path, deploy, images: np.ndarray, reference: list[dict]) -> dict:
-    from mobilekit.converters.parity import face_agreement, summarize_faces
+    from mobilekit.converters.parity import int8_faces_summary
     from mobilekit.converters.runtimes import TFLiteRuntime
-    from mobilekit.families import decode_outputs, family_of
 
-    runtime = TFLiteRuntime(path, 2)
-    match_iou = family_of(deploy).parity_tolerance(deploy).int8_match_iou
-    hw = images.shape[1:3]
-    per_image = []
-    for image, expected in zip(images, reference):
-        got = runtime.run(image[None])
-        faces = [decode_outputs(deploy, {n: out[n][0] for n in deploy.output_names}, hw).numpy() for out in (expected, got)]
-        per_image.append(face_agreement(*faces, match_iou))
-    summary = summarize_faces(per_image)
+    summary = int8_faces_summary(deploy, TFLiteRuntime(path, 2), images, reference)
     return {key: summary[key] for key in FACE_COUNTS}
 
 

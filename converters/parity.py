@@ -116,6 +116,18 @@ def summarize_faces(per_image: list[dict]) -> dict:
     }
 
 
+def int8_faces_summary(deploy, runtime, images: np.ndarray, reference: list[dict]) -> dict:
+    """:func:`summarize_faces` of ``runtime`` (batch 1) on ``images`` against ``reference`` (its outputs
+    on each image, batch 1), at the model's int8 match IoU: the int8 judge without parity's report."""
+    match_iou = family_of(deploy).parity_tolerance(deploy).int8_match_iou
+    input_hw = images.shape[1:3]
+
+    def faces(outputs: dict):
+        return decode_outputs(deploy, {n: outputs[n][0] for n in deploy.output_names}, input_hw).numpy()
+
+    return summarize_faces([face_agreement(faces(expected), faces(runtime.run(image[None])), match_iou) for image, expected in zip(images, reference)])
+
+
 @dataclass
 class ArtefactParity:
     file: str

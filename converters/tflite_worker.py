@@ -312,27 +312,19 @@ def _detection_target(job: dict, calibrated: bytes, calib: np.ndarray):
     from tensorflow.lite.python.convert import mlir_quantize
 
     from mobilekit.config import DeployConfig
-    from mobilekit.converters.parity import face_agreement, summarize_faces
+    from mobilekit.converters.parity import int8_faces_summary
     from mobilekit.converters.runtimes import TFLiteRuntime
-    from mobilekit.families import decode_outputs, family_of
+    from mobilekit.families import family_of
 
     deploy = DeployConfig.from_dict(job["deploy"])
     tolerance = family_of(deploy).parity_tolerance(deploy)
-    input_hw = calib.shape[1:3]
-
-    def faces(outputs: dict, i: int):
-        return decode_outputs(deploy, {n: outputs[n][i] for n in deploy.output_names}, input_hw).numpy()
-
     reference = [_onnx_reference(job["onnx_path"], job["input_name"], image[None]) for image in calib]
     trials: list[dict] = []
 
     def meets(layers: list[str]) -> bool:
         path = Path(job["work_dir"]) / "auto_int8.tflite"
         path.write_bytes(mlir_quantize(calibrated, denylisted_nodes=list(layers) or None))
-        runtime = TFLiteRuntime(path, 2, xnnpack=False)
-        summary = summarize_faces([
-            face_agreement(faces(ref, 0), faces(runtime.run(image[None]), 0), tolerance.int8_match_iou) for ref, image in zip(reference, calib)
-        ])
+        summary = int8_faces_summary(deploy, TFLiteRuntime(path, 2, xnnpack=False), calib, reference)
         recall, precision = (1.0 if v is None else v for v in (summary["recall"], summary["precision"]))
         met = recall >= tolerance.int8_min_recall and precision >= tolerance.int8_min_precision
         trials.append({"float_layers": len(layers), "recall": recall, "precision": precision, "met": met})
