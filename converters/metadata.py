@@ -7,6 +7,8 @@ import json
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+from mobilekit.errors import MobilekitError
+
 SIDECAR_SCHEMA = "mobilekit.export/1"
 
 
@@ -55,17 +57,38 @@ def read_sidecar(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+MODEL_SUFFIXES = (".onnx", ".tflite")
+
+
 def find_artefacts(export_dir: str | Path) -> list[tuple[Path, dict]]:
-    """Every artefact in ``export_dir`` that has a valid sidecar, as (artefact path, metadata)."""
+    """Every artefact in ``export_dir`` that has a sidecar, as (artefact path, metadata).
+
+    Raises :class:`MobilekitError` naming a damaged sidecar (unreadable JSON beside a model file of its
+    name) or an artefact that is not the file its sidecar describes (sha256: truncated or replaced)."""
     found = []
     for json_path in sorted(Path(export_dir).glob("*.json")):
         try:
             meta = json.loads(json_path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            models = [json_path.with_suffix(s) for s in MODEL_SUFFIXES if json_path.with_suffix(s).is_file()]
+            if models:
+                raise MobilekitError(f"{models[0]} has an unreadable metadata sidecar {json_path.name} ({exc}): export it again") from None
             continue
         if not isinstance(meta, dict) or meta.get("schema") != SIDECAR_SCHEMA:
             continue
         artefact = json_path.with_name(meta["artefact"]["file"])
         if artefact.is_file():
+            check_intact(artefact, meta)
             found.append((artefact, meta))
     return found
+
+
+def check_intact(artefact: Path, meta: dict) -> None:
+    """Raise naming ``artefact`` when its bytes are not those its sidecar recorded (a truncated copy, a
+    file replaced since the export)."""
+    recorded = meta["artefact"].get("sha256")
+    if recorded is not None and sha256_file(artefact) != recorded:
+        raise MobilekitError(
+            f"{artefact} is not the file its sidecar {sidecar_path(artefact).name} describes ({artefact.stat().st_size} bytes, "
+            f"{meta['artefact'].get('bytes')} exported; sha256 differs): truncated or replaced, export it again"
+        )

@@ -139,6 +139,7 @@ class ArtefactParity:
     error: str | None = None
     tensors: dict[str, dict[str, float]] = field(default_factory=dict)
     faces: dict = field(default_factory=dict)
+    sha256: str = ""  # of the file checked: a report verifies that file only, not a later export under its name
     calibration_faces: dict | None = None  # int8: the same measure on the photos it was calibrated on
     builtin: dict | None = None  # TFLite: the same file on LiteRT's built-in kernels, beside the XNNPACK result
     per_image: list[dict] = field(default_factory=list)
@@ -269,7 +270,9 @@ def check_artefacts(
             variant = meta["artefact"]["variant"]
             precision = VARIANT[variant].precision
             calibration = calibration_images(meta, image_hashes) if precision == "int8" else set()
-            result = ArtefactParity(path.name, meta["artefact"]["format"], variant, precision, meta["artefact"].get("export_seconds"))
+            result = ArtefactParity(
+                path.name, meta["artefact"]["format"], variant, precision, meta["artefact"].get("export_seconds"), sha256=sha256_file(path)
+            )
             match_iou = tolerance.match_iou(precision)
             run = _run_file(path, inputs, num_threads)
             result.kernels, result.error = run.provider, run.error

@@ -8,6 +8,15 @@ import numpy as np
 
 from mobilekit.atomic import atomic_path, write_json_atomic
 
+# ``mobilekit parity EXPORT_DIR`` (and ``mobilekit run``) write the JSON report under this name inside
+# the export folder, where ``mobilekit package`` looks for it (see ``mobilekit.flutter.verification``).
+EXPORT_REPORT = "parity.json"
+
+
+def export_report_path(export_dir: str | Path) -> Path:
+    """Where the parity report of ``export_dir``'s files lives."""
+    return Path(export_dir) / EXPORT_REPORT
+
 
 def _fmt(value, spec: str = ".3g") -> str:
     return "-" if value is None else format(value, spec)

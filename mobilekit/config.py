@@ -161,24 +161,35 @@ class DeployConfig:
     ssd_anchors: SsdAnchorConfig | None = None  # MediaPipe anchors of decoder "blazeface"
     int8_keep_float: tuple[str, ...] = ()  # layers int8 exports keep in float by default (see converters.selective_int8)
 
+    @property
+    def anchor_field(self) -> str:
+        """The one anchor field this model's head uses: ``yolo_anchors``, ``ssd_anchors``, or ``priors``
+        (RetinaFace-style, the default every config carries) when neither is set."""
+        own = [name for name in ("yolo_anchors", "ssd_anchors") if getattr(self, name) is not None]
+        if len(own) > 1:
+            raise ValueError(f"{self.name} sets both yolo_anchors and ssd_anchors")
+        return own[0] if own else "priors"
+
     def to_dict(self) -> dict:
+        """JSON-ready; of ``priors``, ``yolo_anchors`` and ``ssd_anchors`` only :attr:`anchor_field` is written."""
         d = asdict(self)
+        for name in ("priors", "yolo_anchors", "ssd_anchors"):
+            del d[name]
+        d[self.anchor_field] = getattr(self, self.anchor_field).to_dict()
         d["input_size"] = list(self.input_size)
-        d["priors"] = self.priors.to_dict()
-        d["yolo_anchors"] = self.yolo_anchors.to_dict() if self.yolo_anchors is not None else None
-        d["ssd_anchors"] = self.ssd_anchors.to_dict() if self.ssd_anchors is not None else None
         d["output_names"] = list(self.output_names)
         d["int8_keep_float"] = list(self.int8_keep_float)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "DeployConfig":
-        """Inverse of :meth:`to_dict`, e.g. for the ``deploy`` block of an export sidecar."""
+        """Inverse of :meth:`to_dict`, e.g. for the ``deploy`` block of an export sidecar (older sidecars,
+        which wrote every anchor field, load too)."""
         fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         for key in ("input_size", "mean", "std", "output_names", "int8_keep_float"):
             if key in fields:
                 fields[key] = tuple(fields[key])
-        fields["priors"] = PriorConfig.from_dict(d["priors"])
+        fields["priors"] = PriorConfig.from_dict(d["priors"]) if d.get("priors") else PriorConfig()
         fields["yolo_anchors"] = YoloAnchorConfig.from_dict(d["yolo_anchors"]) if d.get("yolo_anchors") else None
         fields["ssd_anchors"] = SsdAnchorConfig.from_dict(d["ssd_anchors"]) if d.get("ssd_anchors") else None
         return cls(**fields)

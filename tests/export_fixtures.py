@@ -48,7 +48,8 @@ def retinaface_export(shared: Path, calibration_half: Path, tmp_path_factory) ->
 @pytest.fixture(scope="session")
 def retinaface_parity(retinaface_export, shared: Path, tmp_path_factory) -> dict:
     """``mobilekit parity`` (the CLI, in-process) on the RetinaFace export; the JSON report it wrote,
-    plus the paths of its Markdown/PNG files and its exit status."""
+    plus the paths of its Markdown/PNG files and its exit status. It also leaves the report in the
+    export folder (``parity.json``), where ``mobilekit package`` finds its verdicts."""
     from mobilekit.cli import main
 
     export_dir, _ = retinaface_export
@@ -64,8 +65,9 @@ def retinaface_parity(retinaface_export, shared: Path, tmp_path_factory) -> dict
 
 
 @pytest.fixture(scope="session")
-def retinaface_packages(retinaface_export, tmp_path_factory) -> dict[str, Path]:
-    """``mobilekit package`` folders of the RetinaFace export, fp32 and fp16 (test_package.py, test_standard_metadata.py)."""
+def retinaface_packages(retinaface_export, retinaface_parity, tmp_path_factory) -> dict[str, Path]:
+    """``mobilekit package`` folders of the RetinaFace export, fp32 and fp16, verified by the parity report
+    in the export folder (test_package.py, test_standard_metadata.py)."""
     from mobilekit.flutter.package import package_export
 
     export_dir, _ = retinaface_export
@@ -150,7 +152,8 @@ def blazeface_exports(shared: Path, calibration_half: Path, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def blazeface_packages(blazeface_exports, tmp_path_factory):
-    """``package(name)`` -> the fp32 ``mobilekit package`` folder of :func:`blazeface_exports`' export, cached."""
+    """``package(name)`` -> the fp32 ``mobilekit package`` folder of :func:`blazeface_exports`' export, cached
+    (``--unverified``: these tests check the package against MediaPipe's own faces instead of parity)."""
     from mobilekit.flutter.package import package_export
 
     cache: dict[str, Path] = {}
@@ -158,7 +161,7 @@ def blazeface_packages(blazeface_exports, tmp_path_factory):
     def package(name: str) -> Path:
         if name not in cache:
             _, export_dir, _ = blazeface_exports(name)
-            cache[name] = package_export(export_dir, tmp_path_factory.mktemp("flutter_packages") / name, "fp32")
+            cache[name] = package_export(export_dir, tmp_path_factory.mktemp("flutter_packages") / name, "fp32", unverified=True)
         return cache[name]
 
     return package

@@ -27,7 +27,7 @@ FACE_SCORE = 0.5
 
 
 @pytest.fixture(scope="module")
-def e2e_package(retinaface_export, tmp_path_factory) -> Path:
+def e2e_package(retinaface_export, retinaface_parity, tmp_path_factory) -> Path:
     export_dir, _ = retinaface_export
     return package_export(export_dir, tmp_path_factory.mktemp("e2e") / "retinaface_e2e", "fp32", end_to_end=True)
 

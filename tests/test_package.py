@@ -160,12 +160,21 @@ def test_yolo_models_get_a_grid_anchor_description():
 
 @pytest.mark.slow
 def test_yolo_export_packages_with_its_grid_and_in_graph_decode(random_export_factory, tmp_path):
+    """A random-weight export, never checked by parity: packaged with --unverified, which model_meta.json and
+    the README say; its metadata names the YOLO grid and no RetinaFace prior anywhere."""
     from mobilekit.yolo_decode import num_predictions
 
-    folder = package_export(random_export_factory("adyolov5_face"), tmp_path / "yolo")
+    export_dir = random_export_factory("adyolov5_face")
+    folder = package_export(export_dir, tmp_path / "yolo", unverified=True)
     meta = json.loads((folder / "model_meta.json").read_text())
     deploy = create_model("adyolov5_face").deploy
     doc = json.loads((folder / "anchors.json").read_text())
+    assert meta["verification"] == {**meta["verification"], "verified": False, "parity": "not checked", "report": "parity.json"}
+    assert meta["verification"]["reason"].startswith("Packaged with --unverified: no parity report")
+    assert "Unverified: do not ship" in (folder / "README.md").read_text()
+    sidecar = json.loads((export_dir / "adyolov5_face_256_fp32.json").read_text())
+    for text in (json.dumps(sidecar), json.dumps(meta), json.dumps(doc)):
+        assert "min_sizes" not in text and "retinaface_priors" not in text and "variances" not in text
     assert doc["layout"] == "yolo_grid" and doc["count"] == num_predictions(deploy.yolo_anchors, (256, 256))
     assert meta["decoder"]["kind"] == "yolo" and meta["decoder"]["nms_offset"] == 0.0
     assert meta["input"]["resize"] == {**meta["input"]["resize"], "mode": "letterbox", "pad_value": 114.0}
@@ -177,7 +186,7 @@ def test_yolo_export_packages_with_its_grid_and_in_graph_decode(random_export_fa
     np.testing.assert_array_equal(mirror.boxes, library.boxes)
     assert meta["parity"]["faces"]["found"] == meta["parity"]["faces"]["faces"]
     with pytest.raises(MobilekitError, match="no end-to-end graph"):
-        package_export(random_export_factory("adyolov5_face"), tmp_path / "yolo_e2e", end_to_end=True)
+        package_export(export_dir, tmp_path / "yolo_e2e", end_to_end=True, unverified=True)
 
 
 @pytest.mark.slow
@@ -203,7 +212,9 @@ def test_model_meta_describes_the_contract(retinaface_packages, retinaface_expor
     assert (folder / "labels.txt").read_text().split() == ["face"]
     snippet = (folder / "pubspec_snippet.yaml").read_text()
     assert "model.tflite" in snippet and "anchors.json" in snippet and "tflite_flutter" in snippet
-    assert "Interpreter.fromAsset" in (folder / "README.md").read_text()
+    assert "Interpreter.fromAsset" in (folder / "README.md").read_text() and "Unverified" not in (folder / "README.md").read_text()
+    assert meta["verification"]["verified"] is True and meta["verification"]["parity"] == "passed"
+    assert meta["parity"]["source"] == "parity.json" and meta["parity"]["passed"] is True
     assert (folder / "lib" / "face_decoder.dart").read_text().count("List<Face> nms(") == 1
     export_dir, _ = retinaface_export
     assert not [p for p in export_dir.iterdir() if p.name.startswith(".")]
@@ -232,15 +243,57 @@ def test_embedding_twice_replaces_the_entry(retinaface_packages, tmp_path):
     assert target.stat().st_size < (retinaface_packages["fp32"] / "model.tflite").stat().st_size
 
 
-def test_parity_is_taken_from_a_parity_report_in_the_export_folder(tmp_path):
-    from mobilekit.flutter.package import parity_from_export
+def fake_export(folder: Path) -> Path:
+    """An export folder with one (fake) fp16 TFLite file and its sidecar: enough for packaging to decide
+    whether it may package the file, which it does first."""
+    folder.mkdir()
+    model = folder / "m_64_fp16.tflite"
+    model.write_bytes(b"not converted: packaging refuses before it reads the model")
+    sidecar = {"schema": "mobilekit.export/1", "artefact": {"file": model.name, "format": "tflite", "variant": "fp16", "sha256": sha256_file(model)}}
+    (folder / "m_64_fp16.json").write_text(json.dumps(sidecar))
+    return model
 
-    entry = {"file": "m_640_fp16.tflite", "precision": "fp16", "passed": True, "criterion": "c", "verdict": "v", "tensors": {}, "faces": {"faces": 3}, "per_image": []}
-    (tmp_path / "parity.json").write_text(json.dumps({"images": ["a.jpg"], "artefacts": [entry]}))
-    (tmp_path / "m_640_fp16.json").write_text(json.dumps({"schema": "mobilekit.export/1"}))
-    parity = parity_from_export(tmp_path, "m_640_fp16.tflite")
-    assert parity["source"] == "parity.json" and parity["passed"] is True and parity["faces"] == {"faces": 3} and "per_image" not in parity
-    assert parity_from_export(tmp_path, "other.tflite") is None
+
+def parity_entry(model: Path, passed: bool, sha256: str | None = None) -> dict:
+    return {"file": model.name, "precision": "fp16", "passed": passed, "criterion": "c", "verdict": "recall 3/3" if passed else "recall 1/3",
+            "tensors": {}, "faces": {"faces": 3}, "per_image": [], "sha256": sha256 or sha256_file(model)}  # fmt: skip
+
+
+def test_the_verdict_is_the_reports_entry_for_that_very_file(tmp_path):
+    from mobilekit.flutter.verification import verdict
+
+    model = fake_export(tmp_path / "export")
+    report = tmp_path / "export" / "parity.json"
+    assert verdict(report, model).status == "not checked" and "no parity report" in verdict(report, model).reason
+    report.write_text(json.dumps({"images": ["a.jpg"], "artefacts": [parity_entry(model, True)]}))
+    found = verdict(report, model)
+    assert found.passed and found.entry["source"] == "parity.json" and found.entry["faces"] == {"faces": 3} and "per_image" not in found.entry
+    report.write_text(json.dumps({"images": ["a.jpg"], "artefacts": [parity_entry(model, True, sha256="0" * 64)]}))
+    assert verdict(report, model).status == "not checked" and "sha256 differs" in verdict(report, model).reason
+    report.write_text(json.dumps({"images": ["a.jpg"], "artefacts": [parity_entry(model, False)]}))
+    assert verdict(report, model).status == "FAILED" and "recall 1/3" in verdict(report, model).reason
+    report.write_text(json.dumps({"artefacts": []}))
+    assert "does not cover m_64_fp16.tflite" in verdict(report, model).reason
+    report.write_text("{\"artefacts\": [")
+    with pytest.raises(MobilekitError, match="parity.json is not readable JSON"):
+        verdict(report, model)
+
+
+@pytest.mark.parametrize("passed", [None, False])
+def test_cli_refuses_a_file_without_a_passing_parity_report(tmp_path, capsys, passed):
+    """No report, or one that fails the file: exit status 1, one line naming the file and the report, nothing written."""
+    from mobilekit.cli import main
+
+    model = fake_export(tmp_path / "export")
+    if passed is not None:
+        (model.parent / "parity.json").write_text(json.dumps({"artefacts": [parity_entry(model, passed)]}))
+    with pytest.raises(SystemExit) as exc:
+        main(["package", str(model.parent), "--out", str(tmp_path / "out"), "--precision", "fp16"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "m_64_fp16.tflite is not packaged" in err and str(model.parent / "parity.json") in err and "--unverified" in err
+    assert ("fails m_64_fp16.tflite: recall 1/3" if passed is False else "no parity report") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
 def test_reading_metadata_from_files_without_it_names_the_file(tmp_path):
@@ -274,7 +327,8 @@ def test_bad_export_folders_are_clear_errors(retinaface_export, tmp_path):
 
 @pytest.mark.slow
 def test_a_file_that_fails_under_xnnpack_is_not_packaged(retinaface_export, tmp_path):
-    """The export's XNNPACK load probe failed (as it does for some int8 graphs): packaging refuses, naming it."""
+    """The export's XNNPACK load probe failed (recorded by exports made before such files were refused):
+    packaging refuses, naming it, even with --unverified."""
     export_dir, _ = retinaface_export
     copy_dir = tmp_path / "export"
     copy_dir.mkdir()
@@ -285,12 +339,12 @@ def test_a_file_that_fails_under_xnnpack_is_not_packaged(retinaface_export, tmp_
     meta["tflite"]["analysis"]["xnnpack_load"] = {"ok": False, "error": "exit status -6: double free or corruption (!prev)"}
     sidecar.write_text(json.dumps(meta))
     with pytest.raises(MobilekitError, match=r"retinaface_mnet025_640_fp32\.tflite fails in LiteRT with its default XNNPACK"):
-        package_export(copy_dir, tmp_path / "out")
+        package_export(copy_dir, tmp_path / "out", unverified=True)
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
-def test_a_failed_package_leaves_the_previous_folder_untouched(retinaface_export, tmp_path):
+def test_a_failed_package_leaves_the_previous_folder_untouched(retinaface_export, retinaface_parity, tmp_path):
     export_dir, _ = retinaface_export
     out = tmp_path / "pkg"
     out.mkdir()
@@ -302,7 +356,7 @@ def test_a_failed_package_leaves_the_previous_folder_untouched(retinaface_export
 
 
 @pytest.mark.slow
-def test_cli_packages_and_reports_user_errors(retinaface_export, tmp_path, capsys):
+def test_cli_packages_and_reports_user_errors(retinaface_export, retinaface_parity, tmp_path, capsys):
     from mobilekit.cli import main
 
     export_dir, _ = retinaface_export

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from mobilekit.errors import MobilekitError
+from mobilekit.errors import CheckFailed, MobilekitError
 
 app = typer.Typer(
     name="mobilekit",
@@ -33,7 +33,8 @@ def usage_error_type() -> type[Exception]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs a sub-command; usage and user errors print one clear message and exit with status 2."""
+    """Entry point: runs a sub-command; usage and user errors print one clear message and exit with status 2,
+    a failed check (:class:`CheckFailed`) with status 1."""
     _register_commands()
     usage_error = usage_error_type()
     try:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(status)
     except MobilekitError as exc:
         err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
-        sys.exit(2)
+        sys.exit(1 if isinstance(exc, CheckFailed) else 2)
     except usage_error as exc:  # unknown command or option, missing argument, a value that does not parse
         exc.show()
         sys.exit(exc.exit_code)

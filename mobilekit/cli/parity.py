@@ -14,7 +14,7 @@ def parity(
     export_dir: Path = typer.Argument(..., help="Folder written by mobilekit export."),
     images: Path = typer.Option(..., "--images", help="Folder of real photos (resized as at inference)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="PyTorch weights (default: the path recorded in the metadata)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full JSON report here (it always goes to EXPORT_DIR/parity.json, where mobilekit package reads it)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown report (and a PNG error plot next to it)."),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for ONNX Runtime and TFLite."),
 ) -> None:
@@ -24,6 +24,8 @@ def parity(
 
     fp32 files must match every output tensor (1e-4 unless the model declares otherwise); fp16 needs 100% recall and precision; int8 is judged on photos its calibration did not use. Exit status 1 when any file fails.
 
+    The JSON report always goes to EXPORT_DIR/parity.json too: mobilekit package packages only files it passes.
+
     Examples:
 
       mobilekit parity exports/ --images photos/
@@ -31,7 +33,7 @@ def parity(
       mobilekit parity exports/ --images photos/ --json parity.json --report parity.md
     """
     from mobilekit.converters.parity import check_artefacts
-    from mobilekit.converters.parity_report import write_json, write_markdown, write_plot
+    from mobilekit.converters.parity_report import export_report_path, write_json, write_markdown, write_plot
 
     result = check_artefacts(export_dir, images, weights, num_threads=threads)
     table = Table(title=f"parity vs PyTorch on {len(result['images'])} images ({result['tflite_kernels']})")
@@ -54,6 +56,7 @@ def parity(
     for a in result["artefacts"]:
         if not a["passed"]:
             console.print(f"{a['file']}: {a['criterion']} -> {a['verdict']}", markup=False, highlight=False)
+    write_json(result, export_report_path(export_dir))
     if json_out:
         write_json(result, json_out)
     if report:

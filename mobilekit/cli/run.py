@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from mobilekit.cli.options import check_device
-from mobilekit.errors import MobilekitError
+from mobilekit.errors import CheckFailed
 from mobilekit.pipeline import Pipeline, PipelineConfig
 
 
@@ -21,7 +21,7 @@ def run(
     imgsz: int = typer.Option(PipelineConfig.imgsz, "--imgsz", min=32, help="Synthetic data, training, evaluation and export input size."),
     epochs: int = typer.Option(PipelineConfig.epochs, "--epochs", min=1, help="Training epochs."),
     pretrained_backbone: Optional[Path] = typer.Option(
-        None, "--pretrained-backbone", help="ImageNet MobileNet-0.25 (default: the shared folder's, when present)."
+        None, "--pretrained-backbone", help="ImageNet MobileNetV1-0.25 weights for the backbone (default: the copy shipped with mobilekit)."
     ),
     images: int = typer.Option(PipelineConfig.synth_images, "--images", min=2, help="Synthetic images to make when no --data is given."),
     device: str = typer.Option("auto", "--device", callback=check_device, help="cpu, cuda or auto."),
@@ -29,6 +29,9 @@ def run(
 ) -> None:
     """Make data, train, evaluate, export (ONNX, simplified ONNX, TFLite fp32/fp16/int8), check parity,
     benchmark and package Flutter assets, printing a summary of where everything is.
+
+    The run stops at the first step that fails (exit status 1; e.g. fp32/fp16 parity, so that nothing
+    unverified is packaged); the summary lists the steps not run.
 
     Re-running resumes: the dataset and finished training are reused, exports and packages are replaced.
 
@@ -45,9 +48,9 @@ def run(
         )
     )
     results = pipeline.run()
-    failed = [r.name for r in results if not r.ok]
-    if failed:
-        raise MobilekitError(f"the pipeline finished but these checks failed: {', '.join(failed)} (see {out})")
+    failed = next((r for r in results if not r.ok), None)
+    if failed is not None:
+        raise CheckFailed(f"the run stopped at {failed.name}: {failed.summary} (see {out / 'summary.json'})")
 
 
 def register(app: typer.Typer) -> None:

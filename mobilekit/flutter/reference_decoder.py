@@ -31,7 +31,7 @@ class DecoderSettings:
 
     kind: str  # "retinaface" | "yolo" | "blazeface" | "end_to_end"
     input_hw: tuple[int, int]
-    variances: tuple[float, float]
+    variances: tuple[float, ...]
     score_threshold: float
     nms_iou: float
     nms_offset: float
@@ -45,7 +45,7 @@ class DecoderSettings:
             return cls(
                 kind=d["kind"],
                 input_hw=tuple(meta["input"]["shape"][1:3]),
-                variances=tuple(d.get("variances", (0.1, 0.2))),
+                variances=tuple(d.get("variances", ())),  # the priors' box coding: RetinaFace kinds only
                 score_threshold=float(d["score_threshold"]),
                 nms_iou=float(d["nms_iou"]),
                 nms_offset=float(d["nms_offset"]),
