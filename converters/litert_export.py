@@ -24,7 +24,7 @@ from mobilekit.errors import MobilekitError
 from mobilekit.models import DeployModule
 
 LITERT_MODULE = "litert_torch"
-LITERT_EXTRA = 'pip install -e ".[litert]"'
+LITERT_EXTRA = 'pip install "mobilekit[litert]"'
 
 
 class LitertUnavailable(MobilekitError):
@@ -60,8 +60,13 @@ class NHWCDeployModule(nn.Module):
         return dict(zip(self.output_names, detector.deploy_outputs(detector.forward_normalized(x))))
 
 
+def litert_available() -> bool:
+    """Whether litert-torch (the optional ``litert`` extra) is installed."""
+    return importlib.util.find_spec(LITERT_MODULE) is not None
+
+
 def require_litert() -> None:
-    if importlib.util.find_spec(LITERT_MODULE) is None:
+    if not litert_available():
         raise LitertUnavailable(f"--converter litert needs litert-torch, which is not installed: {LITERT_EXTRA}")
 
 

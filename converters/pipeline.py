@@ -20,7 +20,7 @@ from mobilekit.converters.metadata import (
     tool_versions,
 )
 from mobilekit.converters.onnx_export import INPUT_NAME, check_onnx, export_onnx, prepare_deploy_module, simplify_onnx
-from mobilekit.converters.litert_export import LitertConversionFailed, convert_with_litert, require_litert
+from mobilekit.converters.litert_export import LITERT_EXTRA, LitertConversionFailed, convert_with_litert, litert_available, require_litert
 from mobilekit.converters.tflite_export import convert_to_tflite
 from mobilekit.converters.variants import (
     FORMATS,
@@ -69,6 +69,17 @@ def resolve_formats(
         written = [v for c in converters if (v := converter_variant(kind, c))]
         resolved += written or [kind]
     return tuple(resolved)
+
+
+def installed_formats(formats: Iterable[str]) -> tuple[tuple[str, ...], str | None]:
+    """``formats`` without those of an optional converter that is not installed (litert-torch, the ``litert``
+    extra), and one line saying what was skipped and the command that adds it (None when nothing was)."""
+    formats = tuple(formats)
+    skipped = [f for f in formats if VARIANT[f].converter == "litert"] if not litert_available() else []
+    if not skipped:
+        return formats, None
+    kept = tuple(f for f in formats if f not in skipped)
+    return kept, f"skipped {', '.join(skipped)}: litert-torch is not installed ({LITERT_EXTRA})"
 
 
 def _drop_unusable_uint8(formats: tuple[str, ...], deploy, warn: Callable[[str], None] | None) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ class PipelineConfig:
     synth_images: int = 300
     imgsz: int = 256  # synthetic data, training, evaluation and export size (BlazeFace: its own size but for the data)
     epochs: int = 6
-    pretrained_backbone: Path | None = None  # default: the ImageNet MobileNet-0.25 in the shared folder, if present
+    pretrained_backbone: Path | None = None  # default: the ImageNet MobileNetV1-0.25 shipped with mobilekit (mobilekit.package_data)
     device: str = "auto"
     seed: int = 0
     calib_count: int = 32  # int8 calibration photos, from train/: parity then judges int8 on val/ photos it never saw
@@ -113,16 +113,16 @@ class Pipeline:
         return StepResult("train", 0.0, summary, str(result.best_weights), details={k: v for k, v in result.metrics.items() if k != "history"})
 
     def _pretrained_backbone(self) -> Path | None:
+        """``--pretrained-backbone``, else the ImageNet MobileNetV1-0.25 shipped with mobilekit where the model
+        has that backbone; None: the model trains from scratch."""
         from mobilekit.models import create_model
-        from mobilekit.paths import shared_dir
+        from mobilekit.package_data import IMAGENET_BACKBONE, shipped_path
 
         if self.cfg.pretrained_backbone is not None:
             return Path(self.cfg.pretrained_backbone)
-        candidate = shared_dir() / "weights" / "mobilenetv1_025_imagenet.tar"
-        if candidate.is_file() and create_model(self.cfg.model).backbone_module() is not None:
-            return candidate
-        self.console.print("[yellow]no ImageNet backbone found: training from scratch (pass --pretrained-backbone)[/]")
-        return None
+        if create_model(self.cfg.model).backbone_module() is None:
+            return None
+        return shipped_path(IMAGENET_BACKBONE)
 
     def evaluate(self) -> StepResult:
         from mobilekit.evaluation.ap import evaluate_dataset
@@ -136,19 +136,23 @@ class Pipeline:
 
     def export(self) -> StepResult:
         from mobilekit.converters.model_source import build_source_model, source_metadata
-        from mobilekit.converters.pipeline import FORMATS, export_model
+        from mobilekit.converters.pipeline import FORMATS, export_model, installed_formats
 
+        formats, skipped = installed_formats(FORMATS)
+        if skipped:
+            self.console.print(f"[yellow]export: {skipped}[/]")
         model = build_source_model(self.cfg.model, self.weights)
         paths = export_model(
             model,
             self.model_imgsz,
             self.export_dir,
-            formats=FORMATS,
+            formats=formats,
             calib_images=self.data / "train" / "images",
             calib_count=self.cfg.calib_count,
             source=source_metadata(self.weights, None, self.cfg.model),
         )
-        return StepResult("export", 0.0, ", ".join(p.name for p in paths), str(self.export_dir))
+        summary = ", ".join(p.name for p in paths) + (f"; {skipped}" if skipped else "")
+        return StepResult("export", 0.0, summary, str(self.export_dir), details={"skipped": skipped} if skipped else {})
 
     def parity(self) -> StepResult:
         from mobilekit.converters.parity import check_artefacts

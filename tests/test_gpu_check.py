@@ -13,6 +13,7 @@ import pytest
 
 from mobilekit.benchmarks import gpu_check, gpu_sections
 from mobilekit.converters.runtimes import BackendUnavailable
+from mobilekit.paths import PROJECT_ROOT
 
 SECTIONS = ("environment", "training", "synthetic_data", "ddp", "train_eval", "inference", "data_pipeline")
 MODELS = ("featherface_v2", "retinaface_mnet025")
@@ -114,3 +115,35 @@ def test_bad_options_exit_with_status_2(tmp_path, capsys) -> None:
     assert gpu_check.main(["--dry-run"]) == 2
     assert "--out" in capsys.readouterr().err
     assert not (tmp_path / "gpu_check.json").exists()
+
+
+def python_without_bdist_wheel(folder: Path) -> Path:
+    """A venv of the base interpreter with its bundled setuptools, seeing this environment's packages (torch,
+    onnx, ...) through a .pth file, less those that would let setuptools build a wheel or import mobilekit."""
+    subprocess.run([sys._base_executable, "-m", "venv", str(folder)], check=True, capture_output=True, timeout=300)
+    python = folder / "bin" / "python"
+    own_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    this_site = next(Path(p) for p in sys.path if p.endswith("site-packages") and Path(p, "torch").is_dir())
+    view = folder / "outer_site"
+    view.mkdir()
+    hidden = ("wheel", "setuptools", "_distutils_hack", "distutils-precedence", "pip", "mobilekit", "__editable__")
+    for entry in this_site.iterdir():
+        if not entry.name.startswith(hidden):
+            (view / entry.name).symlink_to(entry)
+    (Path(own_site) / "outer_site.pth").write_text(f"{view}\n")
+    return python
+
+
+@pytest.mark.slow
+def test_gpu_check_sh_runs_where_setuptools_cannot_build_a_wheel(tmp_path) -> None:
+    python = python_without_bdist_wheel(tmp_path / "venv")
+    probe = "import importlib.util as u, torch; print(u.find_spec('wheel') is None, u.find_spec('setuptools.command.bdist_wheel') is None, u.find_spec('mobilekit') is None)"
+    assert subprocess.run([str(python), "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split() == ["True"] * 3
+    env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": ""}
+    onnx_dir = tmp_path / "onnx"
+    proc = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path / "out"), "--dry-run", "--models", "retinaface_mnet025", "--export-onnx", str(onnx_dir)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in onnx_dir.iterdir()] == [gpu_sections.onnx_name("retinaface_mnet025", 64)]  # the dry run is at 64 px

@@ -73,8 +73,19 @@ def test_missing_litert_extra_is_one_line_naming_the_extra(monkeypatch, tmp_path
         main(["export", "retinaface_mnet025", "--random-init", "--imgsz", "64", "--converter", "litert", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2
-    assert 'pip install -e ".[litert]"' in err and len(err.splitlines()) == 1, err
+    assert 'pip install "mobilekit[litert]"' in err and len(err.splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_without_the_litert_extra_its_twins_are_skipped_with_one_line(monkeypatch):
+    from mobilekit.converters.pipeline import FORMATS, installed_formats
+
+    assert installed_formats(FORMATS) == (FORMATS, None)
+    monkeypatch.setattr(litert_export, "LITERT_MODULE", "litert_torch_not_installed_here")
+    kept, skipped = installed_formats(FORMATS)
+    assert kept == tuple(f for f in FORMATS if not f.endswith("_litert")) and "int8" in kept
+    assert skipped == 'skipped fp32_litert, fp16_litert: litert-torch is not installed (pip install "mobilekit[litert]")'
+    assert installed_formats(("onnx", "fp32")) == (("onnx", "fp32"), None)
 
 
 # -- a model litert-torch cannot convert ----------------------------------------------------------

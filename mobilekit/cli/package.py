@@ -14,7 +14,7 @@ def package(
     out: Path = typer.Option(..., "--out", help="Package folder to write, e.g. flutter_assets/retinaface (replaced atomically)."),
     precision: str = typer.Option("fp32", "--precision", help="TFLite variant: fp32, fp16, int8 (or int8_full). With files of two converters, the one that passes parity and is faster."),
     end_to_end: bool = typer.Option(False, "--end-to-end", help="Package a TFLite with decode + NMS inside the graph (fp32/fp16)."),
-    golden_image: Optional[Path] = typer.Option(None, "--golden-image", help="Photo for golden/ (default: one of the shared images)."),
+    golden_image: Optional[Path] = typer.Option(None, "--golden-image", help="Photo for golden/ (default: a photo of the shared images where present, else a synthetic picture of faces)."),
     max_detections: int = typer.Option(100, "--max-det", min=1, help="Faces returned by the end-to-end model (fixed K)."),
 ) -> None:
     """Write a folder a Flutter developer copies as is: model.tflite, model_meta.json, anchors.json,

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from mobilekit.config import DeployConfig
+from mobilekit.data.synth import render_synthetic_image
 from mobilekit.converters.metadata import find_artefacts, sha256_file, sidecar_path, tool_versions
 from mobilekit.converters.runtimes import TFLiteRuntime
 from mobilekit.converters.variants import TFLITE_KINDS, VARIANT
@@ -40,11 +41,12 @@ from mobilekit.flutter.readme_template import APP_README
 from mobilekit.families import decode_outputs, family_of
 from mobilekit.flutter.tflite_metadata import METADATA_NAME, embed_metadata
 from mobilekit.image_io import list_images, read_image, resize_to_input
-from mobilekit.paths import PROJECT_ROOT, shared_dir
+from mobilekit.package_data import DART_DECODER, copy_shipped_folder
+from mobilekit.paths import shared_dir
 from mobilekit.postprocess import Detections
 
 SCHEMA_VERSION = "mobilekit.flutter/1"
-DART_SOURCES = PROJECT_ROOT / "flutter_assets" / "dart"
+SYNTHETIC_GOLDEN, SYNTHETIC_GOLDEN_SIZE = "synthetic_faces_seed0.png", 640  # the golden picture without shared photos
 LABELS = ("face",)
 ASSOCIATED_FILES = ("anchors.json", "labels.txt")  # packed into model.tflite for the standard metadata
 
@@ -80,14 +82,19 @@ def find_tflite(export_dir: Path, precision: str) -> list[tuple[Path, dict]]:
     return found
 
 
-def default_golden_image() -> Path:
-    """A real photo from the shared images (the group photo when present)."""
+def golden_photo(golden_image: str | Path | None) -> tuple[str, np.ndarray]:
+    """The golden picture (name, RGB): ``golden_image``; else the group photo of the shared images where
+    they exist (a checkout with ``../shared``); else a synthetic picture of faces (seed 0), so that
+    packaging works on any machine."""
+    if golden_image is not None:
+        return Path(golden_image).name, read_image(golden_image)
     folder = shared_dir() / "images"
     images = list_images(folder) if folder.is_dir() else []
-    if not images:
-        raise PackageError(f"no golden image: {folder} has no photos; pass --golden-image PHOTO")
-    preferred = [p for p in images if p.name.startswith("group")]
-    return (preferred or images)[0]
+    if images:
+        preferred = [p for p in images if p.name.startswith("group")]
+        photo = (preferred or images)[0]
+        return photo.name, read_image(photo)
+    return SYNTHETIC_GOLDEN, render_synthetic_image(np.random.default_rng(0), SYNTHETIC_GOLDEN_SIZE)[0]
 
 
 # -- metadata ---------------------------------------------------------------------------------------
@@ -262,8 +269,7 @@ def package_export(
         raise PackageError(f"{sidecar_path(tflite_path)} lacks or has an invalid field {exc}") from None
     if end_to_end:
         e2e_graph.check_supported(deploy, precision)
-    golden_path = Path(golden_image) if golden_image is not None else default_golden_image()
-    photo = read_image(golden_path)
+    golden_name, photo = golden_photo(golden_image)
     golden = resize_to_input(photo, input_hw, deploy.resize, deploy.pad_value)[0]
     converter_choice = None
     if len(candidates) > 1:
@@ -326,7 +332,7 @@ def package_export(
         )
         package_meta["golden"] = {
             "image": "golden/input.png",
-            "source_image": golden_path.name,
+            "source_image": golden_name,
             "outputs": {name: f"golden/outputs/{name}.npy" for name in outputs},
             "outputs_dtype": "float32 (quantised outputs dequantised with their scale / zero point)",
             "detections": "golden/expected_detections.json",
@@ -353,7 +359,7 @@ def package_export(
             staging / "golden" / "expected_detections.json",
             {"image": "input.png", "coordinates": "model-input pixels", "decoder": decoder, "faces": faces.to_json()},
         )
-        shutil.copytree(DART_SOURCES, staging / "lib")
+        copy_shipped_folder(DART_DECODER, staging / "lib")
         os.chmod(staging, 0o755)
         _replace_dir(staging, out_dir)
     except BaseException:

@@ -1,0 +1,50 @@
+"""Files mobilekit ships inside its package, read through ``importlib.resources`` (never a checkout path):
+the same files in a wheel, an sdist's build, an editable install and a checkout.
+
+- ``flutter/dart/``: the Dart decoder every Flutter package gets as ``lib/``.
+- ``weights/``: the ImageNet MobileNetV1-0.25 backbone the embedded default starts from (Pytorch_Retinaface's
+  pretraining, MIT, its licence beside it; made by ``tools/make_imagenet_backbone.py``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mobilekit.errors import MobilekitError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+DART_DECODER = "flutter/dart"
+IMAGENET_BACKBONE = "weights/mobilenetv1_025_imagenet.pt"
+IMAGENET_BACKBONE_LICENCE = "weights/LICENSE-Pytorch_Retinaface.txt"
+SHIPPED = (DART_DECODER, IMAGENET_BACKBONE, IMAGENET_BACKBONE_LICENCE)  # every file or folder above; the wheel test checks them
+
+
+def shipped(name: str) -> Traversable:
+    """The shipped file or folder ``name`` (one of :data:`SHIPPED`)."""
+    return resources.files("mobilekit").joinpath(*name.split("/"))
+
+
+def shipped_path(name: str) -> Path:
+    """``name`` as a file system path (what ``torch.load`` and the training config take)."""
+    resource = shipped(name)
+    if not isinstance(resource, Path) or not resource.exists():
+        raise MobilekitError(f"mobilekit's installation lacks {name}: reinstall mobilekit")
+    return resource
+
+
+def copy_shipped_folder(name: str, target: Path) -> None:
+    """Copy the shipped folder ``name`` (recursively) to ``target``, which must not exist."""
+    _copy(shipped(name), target)
+
+
+def _copy(source: Traversable, target: Path) -> None:
+    target.mkdir(parents=True)
+    for entry in source.iterdir():
+        if entry.is_dir():
+            _copy(entry, target / entry.name)
+        else:
+            (target / entry.name).write_bytes(entry.read_bytes())
