@@ -21,9 +21,9 @@ err_console = Console(stderr=True)
 
 
 def _register_commands() -> None:
-    from mobilekit.cli import benchmark, data, eval, export, package, params, parity, predict, run, train
+    from mobilekit.cli import arm_setup, benchmark, data, eval, export, package, params, parity, predict, run, train
 
-    for module in (run, predict, params, data, train, eval, export, parity, benchmark, package):
+    for module in (run, predict, params, data, train, eval, export, parity, benchmark, package, arm_setup):
         module.register(app)
 
 
