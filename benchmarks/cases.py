@@ -169,6 +169,8 @@ def plan_cases(
     """Cases for ``targets``: export folders / files (every format in them, plus PyTorch eager of their
     model) or registered model names (PyTorch, plus ONNX Runtime on an ONNX exported on the fly into
     ``onnx_dir`` when given: seconds, unlike TFLite conversion, which is never done on the fly)."""
+    from mobilekit.converters.runtimes import check_readable
+
     cases: list[Case] = []
     for target in targets:
         path = Path(target)
@@ -178,6 +180,8 @@ def plan_cases(
             artefacts = find_exports(path) if path.is_dir() else [a for a in find_exports(path.parent) if a.path.resolve() == path.resolve()]
             if not artefacts:
                 raise MobilekitError(f"no mobilekit exports (.onnx/.tflite with a sidecar or named MODEL_SIZE[_variant]) in {path}")
+            for artefact in artefacts:  # a damaged file is the user's error, not a failed measurement
+                check_readable(artefact.path)
             models = dict.fromkeys((a.model, a.weights if weights is None else weights, a.random_seed) for a in artefacts)
             for model, recorded_weights, seed in models:
                 model_weights = resolve_weights(recorded_weights)

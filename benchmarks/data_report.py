@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mobilekit.errors import MobilekitError
-from mobilekit.paths import PROJECT_ROOT, shared_dir
+from mobilekit.paths import shared_dir
 
 PHOTO_REPEATS = 10  # 6 shared photos -> 60 items
 
@@ -34,12 +34,12 @@ def data_benchmark_command(
     """Run the data-pipeline benchmark on ``data`` (default: the shared photos, pseudo-labelled) and write its JSON."""
     from mobilekit.benchmarks.data_pipeline import label_photos, run_data_benchmark
     from mobilekit.benchmarks.hardware import machine_description
-    from mobilekit.benchmarks.report import write_json
+    from mobilekit.benchmarks.report import RESULTS_DIR, write_json
     from mobilekit.data.dataset import resolve_label_file
 
     if reference_repo is not None and not reference_repo.is_dir():
         raise MobilekitError(f"--reference-repo {reference_repo} is not a folder")
-    json_path = json_out or PROJECT_ROOT / "benchmarks" / "results" / f"data_pipeline_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    json_path = json_out or RESULTS_DIR / f"data_pipeline_{time.strftime('%Y%m%d-%H%M%S')}.json"
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="mobilekit_data_bench_") as scratch:
         if data is not None:

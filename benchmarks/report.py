@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mobilekit.atomic import write_json_atomic
 
+RESULTS_DIR = Path("benchmarks") / "results"  # default folder of the reports, under the working directory
 
 COLUMNS = ("model", "backend", "provider used", "thr", "size", "median ms", "p90", "p99", "mean +- std", "FPS", "CPU ms", "e2e median ms", "e2e FPS", "file MB", "peak RSS MB", "GMACs", "GFLOP/s", "% peak", "dets")
 TABLE_WIDTH = 230

@@ -4,7 +4,8 @@ The parent writes ``job.json`` into a scratch folder, runs ``python -m MODULE JO
 reads ``result.json`` (``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``). TensorFlow, jax and the
 converters' global state stay out of the caller, and a converter that crashes or calls ``exit`` becomes
 an error naming the file. Files the job writes go to partial paths (``targets``) and are moved to their
-final names only when the whole job succeeded; otherwise they are deleted.
+final names only when the whole job succeeded and the parent's ``check`` of them passed; otherwise they
+are deleted.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ def run_child_job(
     timed_out: Callable[[], Exception],
     finals: dict[str, Path] | None = None,
     extra_env: dict[str, str] | None = None,
+    check: Callable[[dict, dict[str, Path]], None] | None = None,
 ) -> dict:
     """Run ``module``'s worker on ``job`` in ``work_dir``; returns the worker's result dict.
 
     ``finals`` (``{key: final path}``) are written by the worker to ``job["targets"][key]`` (partial
     paths) and renamed into place only when the result is ok. ``failure(result or None, log)`` and
     ``timed_out()`` build the exception raised otherwise (``result`` is None when the child died before
-    writing one; ``log`` is its stdout and stderr).
+    writing one; ``log`` is its stdout and stderr). ``check(result, {key: partial path})`` runs before
+    the renames: what it raises leaves no file behind (e.g. a file that crashes the runtime it is for).
     """
     targets = {key: partial_path(path) for key, path in (finals or {}).items()}
     if finals is not None:
@@ -54,6 +57,8 @@ def run_child_job(
         result = json.loads(result_path.read_text()) if result_path.is_file() else None
         if result is None or not result.get("ok"):
             raise failure(result, proc.stdout + proc.stderr)
+        if check is not None:
+            check(result, targets)
         for key, target in targets.items():
             os.replace(target, finals[key])
         return result

@@ -17,6 +17,9 @@ calibrated model, the name TensorFlow's MLIR quantiser deny-lists. ``--keep-floa
 - ``speed``: one float prefix of the graph (the memory-bound stem, where int8 kernels are not faster
   on many CPUs): prefixes of :data:`SPEED_PREFIXES` ops are timed on this machine at one thread under
   XNNPACK, interleaved, and the fastest whose detections on the calibration photos meet the target wins.
+
+``auto`` and ``speed`` add their layers to the model's declared ones (``DeployConfig.int8_keep_float``),
+which stay float whatever they choose (e.g. FeatherFace V2's CBAM layers, without which XNNPACK crashes).
 """
 
 from __future__ import annotations

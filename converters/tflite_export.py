@@ -15,6 +15,7 @@ from mobilekit.converters.activation_ranges import DEFAULT_RANGE_ESTIMATOR
 from mobilekit.converters.child_job import last_log_line, run_child_job
 from mobilekit.converters.onnx_export import ExportError, module_path_from_node
 from mobilekit.converters.variants import INT8_VARIANTS, TFLITE_VARIANTS, artefact_path
+from mobilekit.errors import CheckFailed
 
 def convert_to_tflite(
     onnx_path: str | Path,
@@ -35,7 +36,8 @@ def convert_to_tflite(
     which keep ``keep_float`` layers in float (see ``selective_int8``; ``auto`` needs ``deploy``, the
     model's ``DeployConfig.to_dict()``, to judge detections); their activation ranges come from the
     ``calib_ranges`` estimator (see ``activation_ranges``).
-    Files appear under their final names only after every requested variant converted.
+    Files appear under their final names only after every requested variant converted and loads under
+    LiteRT's XNNPACK delegate (:func:`require_xnnpack_loads`: otherwise :class:`CheckFailed`, nothing written).
     """
     unknown = [v for v in variants if v not in TFLITE_VARIANTS]
     if unknown:
@@ -47,6 +49,12 @@ def convert_to_tflite(
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    probes: dict[str, dict] = {}
+
+    def probe(result: dict, written: dict[str, Path]) -> None:
+        policies = {v: int8_policy(result.get("keep_float")) for v in written if v in INT8_VARIANTS}
+        probes.update(require_xnnpack_loads(written, finals, policies))
+
     with tempfile.TemporaryDirectory(prefix="mobilekit_tflite_") as work:
         work_dir = Path(work)
         job = {
@@ -66,6 +74,7 @@ def convert_to_tflite(
             failure=lambda result, log: ExportError(_describe_failure(result, log, onnx_name)),
             timed_out=lambda: ExportError(f"TFLite conversion of {onnx_name} took longer than {timeout_s:.0f} s"),
             finals=finals,
+            check=probe,
         )  # fmt: skip
     converted = {
         v: {
@@ -80,9 +89,33 @@ def convert_to_tflite(
         }
         for v, info in result["variants"].items()
     }
-    for info in converted.values():
-        info["analysis"]["xnnpack_load"] = check_xnnpack_load(info["path"])
+    for variant, info in converted.items():
+        info["analysis"]["xnnpack_load"] = probes[variant]
     return converted
+
+
+def int8_policy(keep_float: dict | None) -> str:
+    """How an int8 file's float layers were chosen, in a few words (for errors naming the file)."""
+    keep_float = keep_float or {}
+    requested = keep_float.get("requested") or ["none"]
+    named = ",".join(requested) if len(requested) <= 3 else f"<{len(requested)} layers>"
+    return f"int8, --keep-float {named}: {len(keep_float.get('layers') or [])} layer(s) kept float"
+
+
+def require_xnnpack_loads(written: dict[str, Path], finals: dict[str, Path], policies: dict[str, str]) -> dict[str, dict]:
+    """Every ``written`` file (not yet under its ``finals`` name) through :func:`check_xnnpack_load`; the
+    probes by key. Raises :class:`CheckFailed` naming the first file that fails (final name, its
+    ``policies`` entry, the child's last line): the caller then publishes nothing."""
+    probes = {}
+    for key, path in written.items():
+        probes[key] = check_xnnpack_load(path)
+        if not probes[key]["ok"]:
+            policy = f" ({policies[key]})" if policies.get(key) else ""
+            raise CheckFailed(
+                f"{finals[key].name}{policy} fails in LiteRT with its default XNNPACK CPU delegate, as apps run it: "
+                f"{probes[key]['error']}; nothing written"
+            )
+    return probes
 
 
 def check_xnnpack_load(path: str | Path, timeout_s: float = 300) -> dict:

@@ -258,34 +258,46 @@ def convert_variant(saved_dir: Path, variant: str, calibrated: bytes | None, flo
     return converter.convert()
 
 
+def _resolve(calibrated: bytes, specs: list[str]) -> list[str]:
+    from mobilekit.converters import selective_int8
+
+    try:
+        return selective_int8.resolve_layers(calibrated, specs) if specs else []
+    except selective_int8.KeepFloatError as exc:
+        raise WorkerError(str(exc)) from None
+
+
 def _keep_float(job: dict, calibrated: bytes, calib: np.ndarray) -> dict:
-    """The layers the int8 variants keep in float (see ``selective_int8``), and how they were chosen."""
+    """The layers the int8 variants keep in float (see ``selective_int8``), and how they were chosen.
+    ``auto`` and ``speed`` choose layers on top of the model's declared ones (``int8_keep_float``)."""
     from mobilekit.converters import selective_int8
 
     requested = list(job.get("keep_float") or [])
+    if requested not in (["auto"], ["speed"]):
+        return {"requested": requested, "layers": _resolve(calibrated, requested)}
+    declared = _resolve(calibrated, list(job["deploy"].get("int8_keep_float") or []))
     if requested == ["speed"]:
-        return _speed_policy(job, calibrated, calib)
-    if requested != ["auto"]:
-        try:
-            return {"requested": requested, "layers": selective_int8.resolve_layers(calibrated, requested) if requested else []}
-        except selective_int8.KeepFloatError as exc:
-            raise WorkerError(str(exc)) from None
-    ranked = selective_int8.rank_layers(calibrated, calib)
+        return _speed_policy(job, calibrated, calib, declared)
+    ranked = [name for name in selective_int8.rank_layers(calibrated, calib) if name not in declared]
     meets, trials = _detection_target(job, calibrated, calib)
-    layers = selective_int8.auto_layers(ranked, meets)
-    return {"requested": requested, "layers": layers, "ranked_by": "quantisation debugger: RMSE / scale per layer", "trials": trials, "met": bool(trials and trials[-1]["met"])}
+    layers = declared + selective_int8.auto_layers(ranked, lambda extra: meets(declared + extra))
+    return {
+        "requested": requested, "declared": declared, "layers": layers, "ranked_by": "quantisation debugger: RMSE / scale per layer",
+        "trials": trials, "met": bool(trials and trials[-1]["met"]),
+    }  # fmt: skip
 
 
-def _speed_policy(job: dict, calibrated: bytes, calib: np.ndarray) -> dict:
-    """``--keep-float speed``: time every float prefix here (1 thread, XNNPACK, interleaved) and keep the
-    fastest that meets the detection target (see ``selective_int8.speed_layers``)."""
+def _speed_policy(job: dict, calibrated: bytes, calib: np.ndarray, declared: list[str]) -> dict:
+    """``--keep-float speed``: time every float prefix (with the ``declared`` layers) here (1 thread,
+    XNNPACK, interleaved) and keep the fastest that meets the detection target (see
+    ``selective_int8.speed_layers``)."""
     from tensorflow.lite.python.convert import mlir_quantize
 
     from mobilekit.benchmarks.timing import interleaved_medians
     from mobilekit.converters import selective_int8
     from mobilekit.converters.runtimes import TFLiteRuntime
 
-    candidates = selective_int8.speed_candidates(calibrated)
+    candidates = {count: declared + [n for n in prefix if n not in declared] for count, prefix in selective_int8.speed_candidates(calibrated).items()}
     runners = {}
     for count, layers in candidates.items():
         path = Path(job["work_dir"]) / f"speed_{count}.tflite"
@@ -298,6 +310,8 @@ def _speed_policy(job: dict, calibrated: bytes, calib: np.ndarray) -> dict:
     chosen = selective_int8.speed_layers(candidates, latency, meets)
     return {
         "requested": ["speed"],
+        "declared": declared,
+        "prefix": chosen,
         "layers": candidates[chosen],
         "chosen_by": "fastest float prefix at 1 thread under XNNPACK on the exporting machine that meets the detection target",
         "latency_ms_1_thread": {str(c): round(ms, 3) for c, ms in latency.items()},

@@ -9,6 +9,7 @@ kernels 1HWO -> O1HW.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,10 @@ class TfliteGraph:
             raise MobilekitError(f"{path} is not a TFLite flatbuffer (no 'TFL3' identifier)")
         schema = _schema()
         self.path = path
-        self.model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+        try:
+            self.model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+        except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:  # offsets past the end of a cut file
+            raise MobilekitError(f"{path} is not a readable TFLite flatbuffer ({exc}): truncated or corrupt?") from None
         self.graph = self.model.subgraphs[0]
         op_names = _enum_names(schema.BuiltinOperator)
         self.type_names = _enum_names(schema.TensorType)

@@ -85,6 +85,17 @@ def two_shared_images(shared: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory) -> Path:
+    """ONNX + TFLite fp32 of a randomised RetinaFace at 64x64, through the export pipeline (seconds)."""
+    from mobilekit.converters import build_source_model, export_model, source_metadata
+
+    out = tmp_path_factory.mktemp("tiny_export")
+    model = build_source_model(RETINAFACE, None, random_seed=0)
+    export_model(model, 64, out, formats=("onnx", "fp32"), source=source_metadata(None, 0))
+    return out
+
+
+@pytest.fixture(scope="session")
 def random_export_factory(tmp_path_factory):
     """``export(name)`` -> export dir of a randomly initialised (BN-randomised) model at 256x256:
     ONNX, simplified ONNX and TFLite fp32; cached per model for the session."""

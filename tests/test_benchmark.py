@@ -32,18 +32,6 @@ ROW_KEYS = {"model", "backend", "variant", "label", "path", "imgsz", "threads", 
 
 
 @pytest.fixture(scope="session")
-def exports(tmp_path_factory) -> Path:
-    """ONNX + TFLite fp32 of a randomised RetinaFace at 64x64, through the export pipeline."""
-    from mobilekit.converters.model_source import build_source_model, source_metadata
-    from mobilekit.converters.pipeline import export_model
-
-    out = tmp_path_factory.mktemp("bench_exports")
-    model = build_source_model(MODEL, None, random_seed=0)
-    export_model(model, 64, out, formats=("onnx", "fp32"), source=source_metadata(None, 0))
-    return out
-
-
-@pytest.fixture(scope="session")
 def photo(shared_images) -> Path:
     return shared_images[0]
 
@@ -86,15 +74,15 @@ def test_parse_sizes():
 
 
 @pytest.mark.slow
-def test_plan_from_export_folder_and_model_name(exports, tmp_path):
-    cases = plan_cases([str(exports)], [], [1, 2], backends=("torch", "onnxruntime", "tflite"))
+def test_plan_from_export_folder_and_model_name(tiny_export, tmp_path):
+    cases = plan_cases([str(tiny_export)], [], [1, 2], backends=("torch", "onnxruntime", "tflite"))
     labels = {(c.label, c.threads) for c in cases}
     assert labels == {(label, t) for label in ("torch", "onnxruntime:onnx", "tflite:fp32") for t in (1, 2)}
     assert all(c.imgsz == (64, 64) for c in cases)
     torch_case = next(c for c in cases if c.backend == "torch")
     assert torch_case.path is None and torch_case.random_seed == 0  # the sidecar says: random init, seed 0
     # A size the exports were not made at selects no export file.
-    assert {c.backend for c in plan_cases([str(exports)], [(96, 96)], [1], backends=("torch", "onnxruntime"))} == {"torch"}
+    assert {c.backend for c in plan_cases([str(tiny_export)], [(96, 96)], [1], backends=("torch", "onnxruntime"))} == {"torch"}
     by_name = plan_cases([MODEL], [(96, 96)], [1], backends=("torch", "onnxruntime"), onnx_dir=tmp_path)
     assert [c.label for c in by_name] == ["torch", "onnxruntime:onnx"]
     assert Path(by_name[1].path).is_file()
@@ -103,8 +91,8 @@ def test_plan_from_export_folder_and_model_name(exports, tmp_path):
 
 
 @pytest.mark.slow
-def test_suite_rows_are_consistent_and_json_complete(exports, photo, tmp_path):
-    cases = plan_cases([str(exports)], [], [1], backends=("torch", "onnxruntime", "tflite"))
+def test_suite_rows_are_consistent_and_json_complete(tiny_export, photo, tmp_path):
+    cases = plan_cases([str(tiny_export)], [], [1], backends=("torch", "onnxruntime", "tflite"))
     report = run_suite(cases, TINY, photo, SCORE, isolate=False, probe_peak=False)
     assert report["schema"] == SCHEMA
     assert {"cpu_model", "usable_cores", "versions", "load_average_1_5_15"} <= set(report["machine"])
@@ -134,8 +122,8 @@ def test_suite_rows_are_consistent_and_json_complete(exports, photo, tmp_path):
 
 
 @pytest.mark.slow
-def test_isolated_case_reports_memory(exports, photo):
-    case = next(c for c in plan_cases([str(exports)], [], [1], backends=("onnxruntime",)))
+def test_isolated_case_reports_memory(tiny_export, photo):
+    case = next(c for c in plan_cases([str(tiny_export)], [], [1], backends=("onnxruntime",)))
     row = measure_isolated(case, TINY, photo, SCORE)
     assert row["status"] == "ok", row
     check_stats(row["model_only"], TINY.runs)
@@ -154,11 +142,11 @@ def test_add_compute_fraction_of_peak():
 
 
 @pytest.mark.slow
-def test_tflite_delegation_is_described(exports):
-    runtime = TFLiteRuntime(next(exports.glob("*_fp32.tflite")), 1)
+def test_tflite_delegation_is_described(tiny_export):
+    runtime = TFLiteRuntime(next(tiny_export.glob("*_fp32.tflite")), 1)
     outside, total, partitions = undelegated_ops(runtime.interpreter)
     assert partitions >= 1 and total > 0 and sum(outside.values()) < total
-    builtin = TFLiteRuntime(next(exports.glob("*_fp32.tflite")), 1, xnnpack=False)
+    builtin = TFLiteRuntime(next(tiny_export.glob("*_fp32.tflite")), 1, xnnpack=False)
     assert builtin.provider.startswith("builtin")
     image = np.zeros((64, 64, 3), np.uint8)
     a, b = runtime.run(image), builtin.run(image)
@@ -168,8 +156,8 @@ def test_tflite_delegation_is_described(exports):
 
 
 @pytest.mark.slow
-def test_onnxruntime_fallback_is_reported(exports, monkeypatch):
-    onnx_path = next(exports.glob("*_64.onnx"))
+def test_onnxruntime_fallback_is_reported(tiny_export, monkeypatch):
+    onnx_path = next(tiny_export.glob("*_64.onnx"))
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -208,15 +196,15 @@ def test_cuda_request_without_cuda_is_a_clear_error(capsys):
 
 
 @pytest.mark.slow
-def test_cli_writes_json_and_plot(exports, photo, tmp_path):
+def test_cli_writes_json_and_plot(tiny_export, photo, tmp_path):
     out = tmp_path / "cli.json"
-    main(["benchmark", str(exports), "--threads", "1", "--runs", "3", "--warmup", "1", "--min-seconds", "0", "--backends", "onnxruntime,tflite",
+    main(["benchmark", str(tiny_export), "--threads", "1", "--runs", "3", "--warmup", "1", "--min-seconds", "0", "--backends", "onnxruntime,tflite",
           "--in-process", "--no-peak", "--image", str(photo), "--json", str(out)])
     report = read_json(out)
     assert [row["label"] for row in report["rows"]] == ["onnxruntime:onnx", "tflite:fp32"]
     assert out.with_suffix(".png").is_file()
     with pytest.raises(SystemExit):
-        main(["benchmark", str(exports), "--backends", "tensorflow_js"])
+        main(["benchmark", str(tiny_export), "--backends", "tensorflow_js"])
 
 
 def test_markdown_tables_align_labels_left_and_numbers_right():

@@ -31,7 +31,7 @@ class JobFailed(Exception):
     pass
 
 
-def _run(tmp_path, mode: str, timeout_s: float = 60):
+def _run(tmp_path, mode: str, timeout_s: float = 60, check=None):
     work, out = tmp_path / "work", tmp_path / "out"
     work.mkdir(exist_ok=True)
     out.mkdir(exist_ok=True)
@@ -42,8 +42,22 @@ def _run(tmp_path, mode: str, timeout_s: float = 60):
         failure=lambda result, log: JobFailed(result, log),
         timed_out=lambda: JobFailed("timeout"),
         finals={"model": final},
+        check=check,
     )  # fmt: skip
     return result, final
+
+
+def test_the_parents_check_sees_the_file_before_it_is_published_and_can_refuse_it(tmp_path):
+    seen = []
+
+    def refuse(result: dict, written: dict) -> None:
+        seen.append((result["layers"], written["model"].read_text(), (tmp_path / "out" / "model.tflite").exists()))
+        raise JobFailed("crashes the delegate")
+
+    with pytest.raises(JobFailed, match="crashes the delegate"):
+        _run(tmp_path, "ok", check=refuse)
+    assert seen == [(3, "converted", False)]
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_success_moves_the_file_into_place(tmp_path):

@@ -89,6 +89,22 @@ def test_xnnpack_load_check_reports_a_file_that_kills_the_interpreter(tmp_path):
     assert result["ok"] is False and result["error"].startswith("exit status")
 
 
+def test_a_file_that_fails_under_xnnpack_is_an_export_error_naming_it_and_its_policy(tmp_path):
+    """What export runs on every TFLite file before publishing it: a file LiteRT's XNNPACK delegate cannot
+    load is a failed check (exit status 1) naming the file, its int8 policy and the child's last line."""
+    from mobilekit.converters.tflite_export import int8_policy, require_xnnpack_loads
+    from mobilekit.errors import CheckFailed
+
+    broken = tmp_path / ".m_64_int8.tflite.123.partial"
+    broken.write_bytes(b"TFL3" + bytes(range(256)) * 4)
+    policy = int8_policy({"requested": ["auto"], "layers": ["a"] * 64})
+    with pytest.raises(CheckFailed) as failed:
+        require_xnnpack_loads({"int8": broken}, {"int8": tmp_path / "m_64_int8.tflite"}, {"int8": policy})
+    message = str(failed.value)
+    assert message.startswith("m_64_int8.tflite (int8, --keep-float auto: 64 layer(s) kept float) fails in LiteRT with its default XNNPACK")
+    assert "exit status" in message and message.endswith("nothing written")
+
+
 @pytest.mark.slow
 def test_onnx_files_pass_the_checker_with_batchnorm_folded(retinaface_export):
     export_dir, _ = retinaface_export
@@ -363,8 +379,9 @@ def test_stem_is_the_graph_prefix_down_to_stride_4(retinaface_export):
 @pytest.mark.slow
 def test_keep_float_auto_measures_the_detections_on_the_calibration_photos(shared, calibration_half, tmp_path):
     """``auto`` ranks layers with TF's quantisation debugger, then quantises with 0, 1, 2, 4 ... of the worst
-    in float until the int8 faces on the calibration photos meet the model's target; the trials are
-    recorded and the chosen layers are the ones left in float in the file."""
+    in float, on top of the model's declared float layers (RetinaFace: its stem), until the int8 faces on
+    the calibration photos meet the model's target; the trials are recorded and the chosen layers are the
+    ones left in float in the file."""
     from mobilekit.converters import build_source_model, source_metadata
     from mobilekit.converters.metadata import read_sidecar
 
@@ -373,8 +390,10 @@ def test_keep_float_auto_measures_the_detections_on_the_calibration_photos(share
     (path,) = export_model(model, 320, tmp_path, formats=("int8",), calib_images=calibration_half, source=source_metadata(weights, None), keep_float=("auto",))
     kept = read_sidecar(path)["tflite"]["keep_float"]
     trials = kept["trials"]
+    declared = kept["declared"]
     assert kept["requested"] == ["auto"] and trials and kept["met"] == trials[-1]["met"]
-    assert [t["float_layers"] for t in trials] == [0, 1, 2, 4, 8, 16, 32, 64][: len(trials)]
+    assert declared and kept["layers"][: len(declared)] == declared  # the stem stays float whatever auto chooses
+    assert [t["float_layers"] - len(declared) for t in trials] == [0, 1, 2, 4, 8, 16, 32, 64][: len(trials)]
     assert all(not t["met"] for t in trials[:-1])  # the fewest layers that meet the target
     assert len(kept["layers"]) == trials[-1]["float_layers"]
     for trial in trials:
@@ -400,7 +419,7 @@ def test_speed_policy_takes_the_fastest_prefix_that_keeps_the_faces() -> None:
 def test_keep_float_speed_times_float_prefixes_and_keeps_the_faces(shared, calibration_half, tmp_path):
     """``speed`` times every float prefix of the int8 graph here (1 thread, XNNPACK, interleaved) and keeps
     the fastest one whose detections meet the target: the sidecar lists the timings, and the layers kept
-    float are the first ops of the graph."""
+    float are the first ops of the graph, with the model's declared float layers."""
     from mobilekit.converters import build_source_model, source_metadata
     from mobilekit.converters.metadata import read_sidecar
     from mobilekit.converters.selective_int8 import SPEED_PREFIXES
@@ -411,10 +430,9 @@ def test_keep_float_speed_times_float_prefixes_and_keeps_the_faces(shared, calib
     kept = read_sidecar(path)["tflite"]["keep_float"]
     latency = {int(k): v for k, v in kept["latency_ms_1_thread"].items()}
     assert sorted(latency) == list(SPEED_PREFIXES) and all(ms > 0 for ms in latency.values())
-    assert kept["met"] and len(kept["layers"]) in latency
-    faster = [c for c, ms in latency.items() if ms < latency[len(kept["layers"])]]
-    assert [t["float_layers"] for t in kept["trials"]] == sorted(faster, key=latency.get) + [len(kept["layers"])]
-    assert all(not t["met"] for t in kept["trials"][:-1])
+    assert kept["met"] and kept["prefix"] in latency and kept["declared"] and set(kept["declared"]) <= set(kept["layers"])
+    faster = [c for c, ms in latency.items() if ms < latency[kept["prefix"]]]
+    assert len(kept["trials"]) == len(faster) + 1 and all(not t["met"] for t in kept["trials"][:-1])
 
 
 def _graph_with_input_sub(tmp_path, mean_shape=(1, 3, 1, 1), constant_node=False):

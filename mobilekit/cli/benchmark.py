@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 
 from mobilekit.cli.options import check_int_list, check_int_list_or_zero, check_sizes
-from mobilekit.errors import MobilekitError
-from mobilekit.paths import PROJECT_ROOT, shared_dir
+from mobilekit.benchmarks.report import RESULTS_DIR
+from mobilekit.errors import CheckFailed, MobilekitError
+from mobilekit.paths import shared_dir
 
 ALL_BACKENDS = ("torch", "torch_channels_last", "torch_compile", "onnxruntime", "tflite", "tflite_builtin")
 DEFAULT_BACKENDS = "torch,torch_channels_last,torch_compile,onnxruntime,tflite"
@@ -83,12 +84,14 @@ def benchmark(
     conf: Optional[float] = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold of the end-to-end decode (default: each model's app threshold, 0.5)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report here (default: OUT_DIR/benchmark_DEVICE_TIME.json)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the PNG chart here (default: next to the JSON)."),
-    out_dir: Path = typer.Option(PROJECT_ROOT / "benchmarks" / "results", "--out-dir", help="Folder for the default JSON/PNG names."),
+    out_dir: Path = typer.Option(RESULTS_DIR, "--out-dir", help="Folder for the default JSON/PNG names (relative to the working directory)."),
     isolate: bool = typer.Option(True, "--isolate/--in-process", help="Fresh subprocess per case (measures peak memory) or all in this process."),
     peak: bool = typer.Option(True, "--peak/--no-peak", help="Probe the fp32 matmul peak (numpy and torch) at each thread count."),
 ) -> None:
     """Measure latency (median, p90, p99, mean +- std, FPS), model-only and end-to-end, file size, peak
     memory, MACs and achieved GFLOP/s against the machine's matmul peak.
+
+    Exit status 2 for a file that is not a readable model, 1 when a measurement failed (its row says why).
 
     Examples:
 
@@ -136,6 +139,10 @@ def benchmark(
     write_json(report, json_path)
     plot_path = plot_report(report, plot or json_path.with_suffix(".png"))
     console.print(f"report written to {json_path} and {plot_path}")
+    failed = [row for row in report["rows"] if row["status"] == "error"]
+    if failed:
+        first = failed[0]
+        raise CheckFailed(f"{len(failed)} of {len(report['rows'])} measurements failed, e.g. {first['model']} {first['label']} t{first['threads']}: {first['reason']}")
 
 
 def benchmark_train(
@@ -148,7 +155,7 @@ def benchmark_train(
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last model and input."),
     steps: int = typer.Option(3, "--steps", min=1, help="Timed training steps per case."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed steps first."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows here (default: benchmarks/results/training_DEVICE_TIME.json)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows here (default: benchmarks/results/training_DEVICE_TIME.json under the working directory)."),
     data_only: bool = typer.Option(False, "--data-only", help="Measure the data pipeline alone (images/s per worker, MB per batch of the largest --batch)."),
     data: Optional[Path] = typer.Option(None, "--data", help="--data-only: dataset root or label.txt (default: the shared photos, pseudo-labelled)."),
     reference_repo: Optional[Path] = typer.Option(None, "--reference-repo", help="--data-only: a Pytorch_Retinaface checkout to measure its WiderFaceDetection + preproc."),
@@ -187,7 +194,7 @@ def benchmark_train(
     if steps < 1 or warmup < 0 or imgsz < 32:
         raise MobilekitError("--steps must be >= 1, --warmup >= 0 and --imgsz >= 32")
     console = Console(stderr=True)
-    json_path = json_out or PROJECT_ROOT / "benchmarks" / "results" / f"training_{device}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    json_path = json_out or RESULTS_DIR / f"training_{device}_{time.strftime('%Y%m%d-%H%M%S')}.json"
     try:
         json_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
