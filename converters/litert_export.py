@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from mobilekit.converters.child_job import last_log_line, run_child_job
 from mobilekit.converters.onnx_export import locate_operator
-from mobilekit.converters.tflite_export import check_xnnpack_load
+from mobilekit.converters.tflite_export import require_xnnpack_loads
 from mobilekit.converters.variants import VARIANT, artefact_path
 from mobilekit.errors import MobilekitError
 from mobilekit.models import DeployModule
@@ -95,6 +95,7 @@ def convert_with_litert(
         with torch.no_grad():
             torch.export.save(torch.export.export(wrapper, (), {"images": images}, strict=False), str(program))
         np.save(work_dir / "sample.npy", images.numpy())
+        probes: dict[str, dict] = {}
         job = {
             "program": str(program),
             "sample_npy": str(work_dir / "sample.npy"),
@@ -106,10 +107,11 @@ def convert_with_litert(
             timed_out=lambda: LitertConversionFailed(f"litert-torch took longer than {timeout_s:.0f} s"),
             finals=finals,
             extra_env={"JAX_PLATFORMS": "cpu"},
+            check=lambda result, written: probes.update(require_xnnpack_loads(written, finals, {})),
         )  # fmt: skip
     converted = {}
     for variant, info in result["variants"].items():
-        info["analysis"]["xnnpack_load"] = check_xnnpack_load(finals[variant])
+        info["analysis"]["xnnpack_load"] = probes[variant]
         converted[variant] = {"path": finals[variant], "fp32_seconds": result["fp32_seconds"], **info}
     return converted
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -134,6 +136,10 @@ def export_model(
     int8 variants keep ``keep_float`` layers in float (None: the model's declared ``int8_keep_float``;
     see ``selective_int8``), with activation ranges from the ``calib_ranges`` estimator (None: the
     default; see ``activation_ranges``).
+
+    Every file is written into a staging folder inside ``out_dir`` and moved into ``out_dir`` only when
+    the whole export succeeded (each TFLite file loads under LiteRT's XNNPACK delegate first): an export
+    that fails writes nothing and leaves earlier files in place.
     """
     formats = tuple(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
@@ -148,6 +154,28 @@ def export_model(
     formats = _drop_unusable_uint8(formats, deploy, warn)
     out_dir = Path(out_dir).resolve()  # the TFLite worker runs in its own folder
     check_output_dir(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".export.", suffix=".partial", dir=out_dir))
+    try:
+        written = _write_files(model, input_hw, staging, formats, calib_images, calib_count, opset, dynamic, source, keep_float, calib_ranges, warn)
+        return [_publish(path, out_dir) for path in written]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(path: Path, out_dir: Path) -> Path:
+    """Move a staged artefact into ``out_dir``, then its sidecar; returns its final path."""
+    final = out_dir / path.name
+    os.replace(path, final)
+    os.replace(sidecar_path(path), sidecar_path(final))
+    return final
+
+
+def _write_files(
+    model: FaceDetector, input_hw: tuple[int, int], out_dir: Path, formats: tuple[str, ...], calib_images, calib_count: int, opset: int,
+    dynamic: bool, source: dict | None, keep_float: tuple[str, ...] | None, calib_ranges: str, warn: Callable[[str], None] | None,
+) -> list[Path]:  # fmt: skip
+    """:func:`export_model`'s files and sidecars, written into ``out_dir`` (its staging folder)."""
+    deploy = model.deploy
     litert_variants = tuple(v for v in TFLITE_VARIANTS if v in formats and VARIANT[v].converter == "litert")
     variants = tuple(v for v in TFLITE_VARIANTS if v in formats and VARIANT[v].converter == "onnx2tf")
     if litert_variants:

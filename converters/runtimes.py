@@ -36,6 +36,12 @@ class BackendUnavailable(MobilekitError):
     """This backend cannot run on this machine / with this file; ``str(exc)`` says why."""
 
 
+def unreadable_model(path: str | Path, kind: str, exc: Exception) -> MobilekitError:
+    """The one-line error for a model file a runtime cannot read (truncated, corrupt, not a model)."""
+    reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return MobilekitError(f"{path} is not a readable {kind} model ({reason[:200]}): truncated or corrupt? export it again")
+
+
 class Runtime(Protocol):
     name: str
     output_names: tuple[str, ...]
@@ -134,7 +140,12 @@ class OnnxRuntime:
         available = ort.get_available_providers()
         if requested[0] not in available:
             raise BackendUnavailable(f"{requested[0]} is not in onnxruntime.get_available_providers() = {available}")
-        self.session = ort.InferenceSession(str(path), onnxruntime_options(num_threads), providers=requested)
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
+
+        try:
+            self.session = ort.InferenceSession(str(path), onnxruntime_options(num_threads), providers=requested)
+        except (InvalidProtobuf, InvalidGraph, Fail) as exc:  # a truncated or foreign file
+            raise unreadable_model(path, "ONNX", exc) from None
         used = self.session.get_providers()[0]
         self.provider = used if used == requested[0] else f"{used} (FELL BACK from {requested[0]})"
         self.name = name or Path(path).name
@@ -167,8 +178,11 @@ class TFLiteRuntime:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads, experimental_op_resolver_type=resolver)
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads, experimental_op_resolver_type=resolver)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:  # "not a valid Flatbuffer buffer", ops it cannot prepare
+            raise unreadable_model(path, "TFLite", exc) from None
         self.xnnpack = xnnpack
         self.name = name or Path(path).name
         signature = self.interpreter._get_full_signature_list().get(SIGNATURE_KEY)
@@ -249,6 +263,12 @@ def tflite_provider(interpreter) -> str:
         return "builtin kernels"
     left = ", ".join(f"{name} x{count}" for name, count in outside.items()) or "none"
     return f"XNNPACK ({partitions} partition(s); {sum(outside.values())}/{total} ops outside: {left})"
+
+
+def check_readable(path: str | Path) -> None:
+    """Raise naming ``path`` unless its runtime opens it (TFLite on the built-in kernels: no delegate runs
+    in the caller's process)."""
+    open_runtime(path, num_threads=1, xnnpack=False)
 
 
 def open_runtime(path: str | Path, num_threads: int = 2, name: str | None = None, xnnpack: bool = True) -> Runtime:

@@ -52,8 +52,9 @@ class StepResult:
     seconds: float
     summary: str
     path: str
-    ok: bool = True
+    ok: bool = True  # False: the step failed and the run stops after it
     details: dict = field(default_factory=dict)
+    ran: bool = True  # False: an earlier step failed, this one was not run
 
 
 class Pipeline:
@@ -156,10 +157,10 @@ class Pipeline:
 
     def parity(self) -> StepResult:
         from mobilekit.converters.parity import check_artefacts
-        from mobilekit.converters.parity_report import write_json, write_markdown, write_plot
+        from mobilekit.converters.parity_report import export_report_path, write_json, write_markdown, write_plot
 
         report = check_artefacts(self.export_dir, self.data / "val" / "images", self.weights)
-        write_json(report, self.out / "parity.json")
+        write_json(report, export_report_path(self.export_dir))  # where package finds the verdicts
         write_markdown(report, self.out / "parity.md")
         write_plot(report, self.out / "parity.png")
         failed = [a for a in report["artefacts"] if not a["passed"]]
@@ -208,6 +209,9 @@ class Pipeline:
         ]
 
     def run(self) -> list[StepResult]:
+        """Every step in order, stopping after the first that fails (``ok`` False) or raises; the steps
+        after it are listed as not run. The summary (table, ``summary.json``) is written either way; an
+        exception is raised again after it."""
         if self.cfg.fresh and self.out.exists():
             import shutil
 
@@ -215,16 +219,26 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         steps = self.steps()
         total_start = time.perf_counter()
+        error: Exception | None = None
         for index, (title, step) in enumerate(steps, 1):
+            if error is not None or (self.results and not self.results[-1].ok):
+                self.results.append(StepResult(title, 0.0, "not run: an earlier step failed", "", ok=False, ran=False))
+                continue
             self.console.rule(f"[bold]step {index}/{len(steps)}: {title}")
             start = time.perf_counter()
-            result = step()
+            try:
+                result = step()
+            except Exception as exc:  # recorded in the summary, raised again below
+                error, result = exc, StepResult(title, 0.0, f"error: {exc}", "", ok=False)
             result.seconds = time.perf_counter() - start
             self.results.append(result)
-            self.console.print(f"[green]done[/] {title} in {result.seconds:.0f} s: {result.summary}")
+            state = "[green]done[/]" if result.ok else "[bold red]FAILED[/]"
+            self.console.print(f"{state} {title} in {result.seconds:.0f} s: {result.summary}", highlight=False)
         summary = {"total_seconds": time.perf_counter() - total_start, "steps": [asdict(r) for r in self.results]}
         write_json_atomic(self.out / "summary.json", summary)
         self.console.print(self.table(summary["total_seconds"]))
+        if error is not None:
+            raise error
         return self.results
 
     def table(self, total_seconds: float) -> Table:
@@ -232,5 +246,8 @@ class Pipeline:
         for column in ("step", "time", "result", "where"):
             table.add_column(column)
         for r in self.results:
-            table.add_row(r.name, f"{r.seconds:.0f} s", r.summary if r.ok else f"[red]{r.summary}[/]", r.path)
+            if not r.ran:
+                table.add_row(r.name, "-", f"[dim]{r.summary}[/]", "")
+            else:
+                table.add_row(r.name, f"{r.seconds:.0f} s", r.summary if r.ok else f"[red]{r.summary}[/]", r.path)
         return table

@@ -205,9 +205,10 @@ def test_converter_both_writes_both_and_package_picks_one(both_converters_export
     assert names == [f"retinaface_mnet025_128_{v}.tflite" for v in ("fp16", "fp16_litert", "fp32", "fp32_litert")]
     converters = {read_sidecar(both_converters_export / n)["artefact"]["converter"] for n in names}
     assert converters == {"onnx2tf", "litert"}
-    main(["package", str(both_converters_export), "--out", str(tmp_path / "pkg")])
-    export = json.loads((tmp_path / "pkg" / "model_meta.json").read_text())["export"]
-    choice = export["converter_choice"]
+    main(["package", str(both_converters_export), "--out", str(tmp_path / "pkg"), "--unverified"])  # random weights: no parity
+    meta = json.loads((tmp_path / "pkg" / "model_meta.json").read_text())
+    export, choice = meta["export"], meta["export"]["converter_choice"]
+    assert meta["verification"]["verified"] is False and {c["parity"] for c in choice["candidates"]} == {"not checked"}
     assert {c["file"] for c in choice["candidates"]} == {"retinaface_mnet025_128_fp32.tflite", "retinaface_mnet025_128_fp32_litert.tflite"}
     assert all(c["median_ms_1_thread"] > 0 for c in choice["candidates"])
     assert choice["chosen"] == export["source_file"] and choice["chosen"] in choice["reason"]
@@ -215,16 +216,22 @@ def test_converter_both_writes_both_and_package_picks_one(both_converters_export
 
 
 def test_package_skips_a_twin_that_failed_parity_or_xnnpack(tmp_path):
+    from mobilekit.errors import CheckFailed
     from mobilekit.flutter.converter_choice import choose_converter
+    from mobilekit.flutter.verification import Verdict
 
     def sidecar(converter: str, xnnpack_ok: bool = True) -> dict:
         return {"artefact": {"converter": converter}, "tflite": {"analysis": {"xnnpack_load": {"ok": xnnpack_ok, "error": None if xnnpack_ok else "double free"}}}}
 
     onnx2tf, litert = (tmp_path / "m_64_fp32.tflite", sidecar("onnx2tf")), (tmp_path / "m_64_fp32_litert.tflite", sidecar("litert"))
-    verdicts = {"m_64_fp32.tflite": {"passed": False}, "m_64_fp32_litert.tflite": {"passed": True}}
-    path, _, choice = choose_converter(tmp_path, [onnx2tf, litert], np.zeros((64, 64, 3), np.uint8), lambda d, name: verdicts.get(name))
-    assert path.name == "m_64_fp32_litert.tflite" and "only one" in choice["reason"]
+    report = tmp_path / "parity.json"
+    verdicts = {"m_64_fp32.tflite": Verdict("m_64_fp32.tflite", report, "FAILED", "fails"), "m_64_fp32_litert.tflite": Verdict("m_64_fp32_litert.tflite", report, "passed", "passes")}
+    image = np.zeros((64, 64, 3), np.uint8)
+    path, _, choice = choose_converter([onnx2tf, litert], image, verdicts)
+    assert path.name == "m_64_fp32_litert.tflite" and "only eligible one" in choice["reason"]
     assert [c["parity"] for c in choice["candidates"]] == ["FAILED", "passed"]
     broken = (litert[0], sidecar("litert", xnnpack_ok=False))
-    with pytest.raises(MobilekitError, match="m_64_fp32_litert.tflite: XNNPACK fails"):
-        choose_converter(tmp_path, [onnx2tf, broken], np.zeros((64, 64, 3), np.uint8), lambda d, name: verdicts.get(name))
+    with pytest.raises(CheckFailed, match="m_64_fp32_litert.tflite: XNNPACK fails"):
+        choose_converter([onnx2tf, broken], image, verdicts)
+    path, _, choice = choose_converter([onnx2tf, broken], image, verdicts, unverified=True)  # the one that loads, though it failed parity
+    assert path.name == "m_64_fp32.tflite" and [c["eligible"] for c in choice["candidates"]] == [True, False]

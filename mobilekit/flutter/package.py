@@ -5,7 +5,8 @@ Layout (see ``flutter_assets/README.md``)::
     model.tflite          the chosen variant, with model_meta.json embedded ("mobilekit_meta"), the
                           standard TFLite Metadata ("TFLITE_METADATA") and anchors.json + labels.txt
                           as its associated files (a zip appended to the file)
-    model_meta.json       input/output contract, decoder settings, priors, parity, versions
+    model_meta.json       input/output contract, decoder settings, priors, parity (and whether the file
+                          passed it: ``verification``), versions
     anchors.json          priors in output-row order (or the YOLO grid description)
     labels.txt            one class: face
     pubspec_snippet.yaml  the assets block to paste into the app's pubspec.yaml
@@ -18,7 +19,6 @@ Layout (see ``flutter_assets/README.md``)::
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import tempfile
@@ -30,14 +30,16 @@ import numpy as np
 from mobilekit.config import DeployConfig
 from mobilekit.data.synth import render_synthetic_image
 from mobilekit.converters.metadata import find_artefacts, sha256_file, sidecar_path, tool_versions
+from mobilekit.converters.parity_report import export_report_path
 from mobilekit.converters.runtimes import TFLiteRuntime
 from mobilekit.converters.variants import TFLITE_KINDS, VARIANT
 from mobilekit.atomic import write_json_atomic
-from mobilekit.errors import MobilekitError
+from mobilekit.errors import CheckFailed, MobilekitError
 from mobilekit.flutter import end_to_end as e2e_graph
 from mobilekit.flutter import camera_input, reference_decoder, standard_metadata
 from mobilekit.flutter.converter_choice import choose_converter
-from mobilekit.flutter.readme_template import APP_README
+from mobilekit.flutter.readme_template import APP_README, UNVERIFIED_NOTICE
+from mobilekit.flutter.verification import require_verified, verdict, verification_block
 from mobilekit.families import decode_outputs, family_of
 from mobilekit.flutter.tflite_metadata import METADATA_NAME, embed_metadata
 from mobilekit.image_io import list_images, read_image, resize_to_input
@@ -109,7 +111,7 @@ def decoder_settings(deploy: DeployConfig, input_hw: tuple[int, int], e2e: dict 
         nms_offset = post.nms_offset
     return {
         "kind": kind,
-        "variances": list(deploy.priors.variances),
+        **({"variances": list(deploy.priors.variances)} if deploy.anchor_field == "priors" else {}),  # only priors have them
         "score_threshold": score,
         "nms_iou": iou,
         "nms_offset": nms_offset,
@@ -166,22 +168,6 @@ def input_spec(runtime: TFLiteRuntime, deploy: DeployConfig) -> dict:
 
 
 # -- parity -----------------------------------------------------------------------------------------
-def parity_from_export(export_dir: Path, artefact_name: str) -> dict | None:
-    """The entry for ``artefact_name`` in a ``mobilekit parity`` JSON report inside ``export_dir``."""
-    for path in sorted(export_dir.glob("*.json")):
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if not isinstance(report, dict) or not isinstance(report.get("artefacts"), list):
-            continue
-        for entry in report["artefacts"]:
-            if entry.get("file") == artefact_name:
-                keep = ("precision", "passed", "criterion", "verdict", "tensors", "faces")
-                return {"source": path.name, "images": report.get("images"), **{k: entry.get(k) for k in keep}}
-    return None
-
-
 def quick_parity(meta: dict, deploy: DeployConfig, image: np.ndarray, outputs: dict, faces: Detections, e2e: bool) -> dict:
     """PyTorch vs the packaged model on the golden image: tensors (plain model) and faces."""
     from mobilekit.converters.model_source import rebuild_source_model
@@ -212,8 +198,11 @@ def quick_parity(meta: dict, deploy: DeployConfig, image: np.ndarray, outputs: d
 
 def _readme(meta: dict) -> str:
     inp, dec = meta["input"], meta["decoder"]
+    verification = meta["verification"]
+    notice = "" if verification["verified"] else UNVERIFIED_NOTICE.format(reason=verification["reason"])
     outputs = "\n".join(f"| `{o['name']}` | {o['interpreter_output_index']} | {o['shape']} | {o['dtype']} | {o['meaning']} |" for o in meta["outputs"])
     return APP_README.format(
+        notice=notice,
         model=meta["model"]["name"],
         variant=meta["model"]["variant"],
         height=inp["shape"][1],
@@ -252,15 +241,23 @@ def package_export(
     end_to_end: bool = False,
     golden_image: str | Path | None = None,
     max_detections: int = e2e_graph.DEFAULT_MAX_DETECTIONS,
+    parity_report: str | Path | None = None,
+    unverified: bool = False,
 ) -> Path:
     """Package the ``precision`` TFLite of ``export_dir`` (or its end-to-end variant) into ``out_dir``.
 
+    Only a file that ``parity_report`` (default: the export folder's, see ``verification``) passes is
+    packaged; ``unverified`` packages it anyway and says so in model_meta.json and the README.
     The folder is written under a temporary name next to ``out_dir`` and renamed when complete; an
     existing ``out_dir`` is replaced only then. Returns ``out_dir``.
     """
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     candidates = find_tflite(export_dir, precision)
+    report = Path(parity_report) if parity_report is not None else export_report_path(export_dir)
+    verdicts = {path.name: verdict(report, path) for path, _ in candidates}
     tflite_path, meta = candidates[0]
+    if len(candidates) == 1 and not unverified:
+        require_verified(verdicts[tflite_path.name], export_dir)
     try:
         deploy = DeployConfig.from_dict(meta["deploy"])
         input_hw = (int(meta["input_hw"][0]), int(meta["input_hw"][1]))
@@ -273,10 +270,10 @@ def package_export(
     golden = resize_to_input(photo, input_hw, deploy.resize, deploy.pad_value)[0]
     converter_choice = None
     if len(candidates) > 1:
-        tflite_path, meta, converter_choice = choose_converter(export_dir, candidates, golden, parity_from_export)
+        tflite_path, meta, converter_choice = choose_converter(candidates, golden, verdicts, unverified)
     xnnpack = meta.get("tflite", {}).get("analysis", {}).get("xnnpack_load")
     if xnnpack is not None and not xnnpack["ok"]:
-        raise PackageError(
+        raise CheckFailed(
             f"{tflite_path.name} fails in LiteRT with its default XNNPACK CPU delegate ({xnnpack['error']}), "
             "as an app would run it: package another precision of this model"
         )
@@ -327,9 +324,9 @@ def package_export(
         anchors_doc = family_of(deploy).anchors_document(deploy, input_hw)
         anchors = reference_decoder.load_anchors(anchors_doc) if "anchors" in anchors_doc else None  # YOLO decodes in the graph
         faces = reference_decoder.detect(outputs, anchors, settings).numpy()
-        package_meta["parity"] = (None if end_to_end else parity_from_export(export_dir, tflite_path.name)) or quick_parity(
-            meta, deploy, golden, outputs, faces, bool(end_to_end)
-        )
+        found = verdicts[tflite_path.name]
+        package_meta["verification"] = verification_block(found)
+        package_meta["parity"] = (None if end_to_end else found.entry) or quick_parity(meta, deploy, golden, outputs, faces, bool(end_to_end))
         package_meta["golden"] = {
             "image": "golden/input.png",
             "source_image": golden_name,

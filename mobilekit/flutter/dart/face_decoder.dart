@@ -28,7 +28,7 @@ class Face {
 class DecoderSettings {
   final String kind; // retinaface | yolo | blazeface | end_to_end
   final int inputHeight, inputWidth;
-  final List<double> variances;
+  final List<double> variances; // the priors' box coding (RetinaFace kinds); empty for the others
   final double scoreThreshold, nmsIou, nmsOffset;
   final double? scoreClipping; // logits clipped to +-this before the sigmoid (BlazeFace); null: no clipping
   final int preNmsTopK, maxDetections;
@@ -37,7 +37,7 @@ class DecoderSettings {
       : kind = meta['decoder']['kind'] as String,
         inputHeight = (meta['input']['shape'][1] as num).toInt(),
         inputWidth = (meta['input']['shape'][2] as num).toInt(),
-        variances = [for (final v in meta['decoder']['variances'] as List) (v as num).toDouble()],
+        variances = [for (final v in (meta['decoder']['variances'] as List?) ?? const []) (v as num).toDouble()],
         scoreThreshold = (meta['decoder']['score_threshold'] as num).toDouble(),
         nmsIou = (meta['decoder']['nms_iou'] as num).toDouble(),
         nmsOffset = (meta['decoder']['nms_offset'] as num).toDouble(),
