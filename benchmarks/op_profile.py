@@ -127,7 +127,7 @@ def tflite_profile(path: Path, threads: int, rounds: int, calls: int, beside: di
     model = path.read_bytes()
     ops = tflite_ops(model, by_stage)
     runners = {}
-    for count in _cut_points(ops):
+    for count in cut_points(ops):
         interpreter = Interpreter(model_content=truncated_model(model, count) if count < len(ops) else model, num_threads=threads)
         interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
@@ -142,7 +142,7 @@ def tflite_profile(path: Path, threads: int, rounds: int, calls: int, beside: di
     return ops, {name: medians[name] for name in beside or {}}
 
 
-def _cut_points(ops: list[OpTime]) -> list[int]:
+def cut_points(ops: list[OpTime]) -> list[int]:
     """Prefix lengths to time: every boundary between ops of different groups (every op when grouped by
     kind and resolution), except right after a PAD, which XNNPACK folds into the convolution that reads
     it only while the padded tensor stays internal (the pair is timed together, counted as the conv)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from mobilekit.errors import MobilekitError
 from mobilekit.image_io import list_images, read_image, resize_to_input
 from mobilekit.families import ParityTolerance, decode_outputs, family_of
 from mobilekit.postprocess import Detections
+
+if TYPE_CHECKING:
+    from mobilekit.converters.arm_emulation import ArmCheck
 
 FACE_SCORE = 0.5  # a face an app shows
 KEEP_SCORE = 0.3  # the margin: a face still counts as found when the other side scores it this high
@@ -142,6 +146,7 @@ class ArtefactParity:
     sha256: str = ""  # of the file checked: a report verifies that file only, not a later export under its name
     calibration_faces: dict | None = None  # int8: the same measure on the photos it was calibrated on
     builtin: dict | None = None  # TFLite: the same file on LiteRT's built-in kernels, beside the XNNPACK result
+    arm: list[dict] = field(default_factory=list)  # TFLite with --arm: the file on each emulated ARM64 CPU, judged alike
     per_image: list[dict] = field(default_factory=list)
     passed: bool = False
     criterion: str = ""
@@ -236,12 +241,15 @@ def check_artefacts(
     weights: str | Path | None = None,
     thresholds: ParityTolerance | None = None,
     num_threads: int = 2,
+    arm: ArmCheck | None = None,
 ) -> dict:
     """Run PyTorch and every exported file in ``export_dir`` on ``images``; returns the parity report dict.
 
     TFLite files run as apps run them, with LiteRT's default XNNPACK delegate (the judged result), and
     on the built-in kernels beside it; each in a child process. int8 files are judged on the photos
     their calibration did not use. ``thresholds`` default to each model's declared parity tolerance.
+    With ``arm``, every TFLite file also runs on each emulated ARM64 CPU (:func:`_arm_results`); a
+    file passes only when it passes there too.
     """
     artefacts = find_artefacts(export_dir)
     if not artefacts:
@@ -284,7 +292,14 @@ def check_artefacts(
                 result.faces, result.calibration_faces = _held_out(result.per_image)
             if path.suffix == ".tflite":
                 result.builtin = _builtin_result(path, inputs, num_threads, deploy, input_hw, image_names, reference, ref_faces, match_iou, calibration)
+            if arm is not None and path.suffix == ".tflite":
+                arm_context = (deploy, input_hw, image_names, inputs, reference, ref_faces, match_iou, calibration)
+                result.arm = _arm_results(arm, path, run, result, tolerance, *arm_context)
             judge(result, tolerance)
+            for on_arm in result.arm:
+                if not on_arm["passed"]:
+                    result.passed = False
+                    result.verdict += f"; on emulated {on_arm['cpu']}: {on_arm['verdict']}"
             results.append(result)
     return {
         "export_dir": str(Path(export_dir).resolve()),
@@ -292,6 +307,7 @@ def check_artefacts(
         "reference": "PyTorch evaluated in float64 (its own float32 rounding is not charged to the exported files)",
         "thresholds": tolerances,
         "tflite_kernels": "XNNPACK delegate (LiteRT's default, as in apps); built-in kernels reported beside",
+        **({"arm": _arm_setting(arm)} if arm is not None else {}),
         "face_score": FACE_SCORE,
         "keep_score": KEEP_SCORE,
         "passed": all(r.passed for r in results),
@@ -318,3 +334,55 @@ def _builtin_result(path, inputs, num_threads, deploy, input_hw, image_names, re
         return {"kernels": run.provider, "error": run.error}
     tensors, per_image, _ = _compare(deploy, input_hw, image_names, reference, ref_faces, run.outputs, match_iou, calibration)
     return {"kernels": run.provider, "error": None, "tensors": tensors, "faces": _held_out(per_image)[0]}
+
+
+def _arm_results(arm: ArmCheck, path, x86: IsolatedRun, template: ArtefactParity, tolerance, deploy, input_hw, image_names, inputs, reference, ref_faces, match_iou, calibration) -> list[dict]:
+    """``path`` on each emulated ARM64 CPU: judged by :func:`judge` like the x86 run, on at most
+    ``arm.max_images`` photos (those its calibration did not use first), and compared with the x86
+    run on the same photos, output by output and face by face."""
+    from mobilekit.converters.arm_emulation import compare_with_x86, run_on_arm
+
+    chosen = sorted(range(len(image_names)), key=lambda i: image_names[i] in calibration)[: arm.max_images]
+    names, expected, expected_faces = [image_names[i] for i in chosen], [reference[i] for i in chosen], [ref_faces[i] for i in chosen]
+    results = []
+    for cpu in arm.cpus:
+        run = run_on_arm(arm.cache, cpu, path, inputs[chosen])
+        on_arm = ArtefactParity(template.file, template.format, template.variant, template.precision, None, run.provider, run.error)
+        versus_x86 = None
+        if run.outputs is not None:
+            _check_output_names(path, deploy, run.outputs)
+            on_arm.tensors, on_arm.per_image, _ = _compare(deploy, input_hw, names, expected, expected_faces, run.outputs, match_iou, calibration)
+            on_arm.faces, on_arm.calibration_faces = _held_out(on_arm.per_image)
+            if x86.outputs is not None:
+                x86_outputs = {n: x86.outputs[n][chosen] for n in deploy.output_names}
+                versus_x86 = {"outputs": compare_with_x86(x86_outputs, run.outputs, run.steps), "faces": _faces_versus(deploy, input_hw, x86_outputs, run.outputs)}
+        judge(on_arm, tolerance)
+        fields = {k: getattr(on_arm, k) for k in ("kernels", "error", "tensors", "faces", "passed", "criterion", "verdict")}
+        results.append({"cpu": cpu, "images": names, **fields, "versus_x86": versus_x86})
+    return results
+
+
+def _faces_versus(deploy, input_hw, x86: dict[str, np.ndarray], arm: dict[str, np.ndarray]) -> dict:
+    """ARM's faces against x86's on the same photos: ``identical`` when every decoded detection (box, score,
+    landmarks) is equal, and :func:`summarize_faces` of the ARM faces with x86 as the reference (IoU 0.9)."""
+    identical, per_image = True, []
+    for i in range(len(next(iter(x86.values())))):
+        x86_faces, arm_faces = (decode_outputs(deploy, {n: out[n][i] for n in deploy.output_names}, input_hw).numpy() for out in (x86, arm))
+        identical &= all(np.array_equal(getattr(x86_faces, k), getattr(arm_faces, k)) for k in ("boxes", "scores", "landmarks"))
+        per_image.append(face_agreement(x86_faces, arm_faces, 0.9))
+    summary = summarize_faces(per_image)
+    return {"identical": identical, **{k: summary[k] for k in ("faces", "found", "file_faces", "confirmed", "score_drift_max")}}
+
+
+def _arm_setting(arm: ArmCheck) -> dict:
+    """The report's record of the emulation: versions from the setup, and what each CPU reports."""
+    import json
+
+    from mobilekit.converters.arm_emulation import describe_cpu
+
+    setup = json.loads(arm.cache.manifest.read_text())
+    return {
+        "emulator": f"qemu-user {setup['qemu']} (user mode), LiteRT {setup['wheels'].get('ai_edge_litert')} aarch64 wheel, Debian arm64 python3.11 {setup['python3.11_arm64']}",
+        "images_per_file": arm.max_images,
+        "cpus": [describe_cpu(arm.cache, cpu) for cpu in arm.cpus],
+    }

@@ -75,7 +75,47 @@ def markdown(report: dict) -> str:
         seen = a.get("calibration_faces")
         if seen:
             lines.append(f"  (on its calibration photos, not judged: recall {seen['found']}/{seen['faces']}, precision {seen['confirmed']}/{seen['file_faces']})")
+    if report.get("arm"):
+        lines += arm_markdown(report)
     return "\n".join(lines) + "\n"
+
+
+def arm_markdown(report: dict) -> list[str]:
+    """The TFLite files on the emulated ARM64 CPUs: judged like x86, and against the x86 run."""
+    arm = report["arm"]
+    lines = [
+        "",
+        "## On emulated ARM64 CPUs",
+        "",
+        f"{arm['emulator']}; XNNPACK with the emulated CPU's kernels, 1 thread, at most {arm['images_per_file']} photos per file "
+        "(calibration photos last). Against x86 (the XNNPACK run above, same photos): outputs bit for bit, the largest difference in "
+        "steps of the output's int8 grid (float outputs: float32 ULPs of its largest value) and relative to its largest value; faces "
+        "identical when every decoded detection is equal.",
+        "",
+        "| CPU | qemu -cpu | MIDR | features |",
+        "|---|---|---|---|",
+        *(f"| {c['cpu']} | `{c['qemu_cpu']}` | {c['midr']} | {c['features']} |" for c in arm["cpus"]),
+        "",
+        "| file | CPU | kernels | max abs per output | recall | precision | mean IoU | score drift median / max | vs x86: identical outputs | max LSB | max relative | faces vs x86 | result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in report["artefacts"]:
+        for on_arm in a.get("arm", []):
+            per_output = " / ".join(f"{name} {_fmt(m['max_abs'])}" for name, m in on_arm["tensors"].items()) or "-"
+            versus = on_arm["versus_x86"]
+            if versus:
+                outputs = versus["outputs"]
+                identical = ", ".join(name for name, m in outputs.items() if m["identical"]) or "none"
+                lsb = " / ".join(f"{name} {m['max_lsb']:g}" for name, m in outputs.items())
+                relative = _fmt(max(m["max_rel"] for m in outputs.values()))
+                faces = _faces_versus_cell(versus["faces"])
+            else:
+                identical = lsb = relative = faces = "-"
+            lines.append(
+                f"| {a['file']} | {on_arm['cpu']} | {on_arm['error'] or on_arm['kernels']} | {per_output} | {_faces_cells(on_arm['faces'])} "
+                f"| {identical} | {lsb} | {relative} | {faces} | {'PASS' if on_arm['passed'] else '**FAIL**'} |"
+            )
+    return lines
 
 
 def write_markdown(report: dict, path: str | Path) -> Path:
@@ -108,3 +148,13 @@ def write_plot(report: dict, path: str | Path) -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+def _faces_versus_cell(f: dict) -> str:
+    """``identical``; the same faces with other values (largest score difference); or how they differ."""
+    if f["identical"]:
+        return "identical"
+    if f["found"] == f["faces"] and f["confirmed"] == f["file_faces"]:
+        return f"same {f['faces']} faces, scores within {_fmt(f['score_drift_max'])}"
+    return f"**differ**: x86's {f['found']}/{f['faces']} found, ARM's {f['confirmed']}/{f['file_faces']} confirmed"
+

@@ -211,7 +211,11 @@ class TFLiteRuntime:
     def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
         self.interpreter.set_tensor(self.input_details["index"], x)
         self.interpreter.invoke()
-        return {name: _dequantize(self.interpreter.get_tensor(d["index"]), d["quantization"]) for name, d in self.output_details.items()}
+        return self.dequantize({name: self.interpreter.get_tensor(d["index"]) for name, d in self.output_details.items()})
+
+    def dequantize(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Output tensors by name, as read from the interpreter (here or on an emulated ARM CPU), as float32."""
+        return {name: _dequantize(raw[name], d["quantization"]) for name, d in self.output_details.items()}
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         per_image = [self.infer(self.prepare(image[None])) for image in _check_images(images, self.input_hw)]

@@ -67,7 +67,7 @@ def test_profile_by_stage_separates_the_deformable_index_arithmetic(random_expor
     stages = {op.op_type: op.group for op in ops}
     assert stages["GATHER"] == "gather" and stages["FLOOR"] == "index arithmetic" and stages["CAST"] == "index arithmetic"
     assert stages["CONV_2D"] == "rest (XNNPACK)"
-    assert len(op_profile._cut_points(ops)) < len(ops) / 4  # one timed prefix per run of a stage
+    assert len(op_profile.cut_points(ops)) < len(ops) / 4  # one timed prefix per run of a stage
 
 
 def test_int8_policy_table_reports_what_parity_reports(retinaface_export, retinaface_parity, shared):

@@ -87,6 +87,8 @@ def benchmark(
     out_dir: Path = typer.Option(RESULTS_DIR, "--out-dir", help="Folder for the default JSON/PNG names (relative to the working directory)."),
     isolate: bool = typer.Option(True, "--isolate/--in-process", help="Fresh subprocess per case (measures peak memory) or all in this process."),
     peak: bool = typer.Option(True, "--peak/--no-peak", help="Probe the fp32 matmul peak (numpy and torch) at each thread count."),
+    arm_count: Optional[str] = typer.Option(None, "--arm-count", help="Also count each TFLite file's instructions per invoke on these emulated ARM64 CPUs, e.g. cortex-a53,neoverse-n1 (deterministic; set up with mobilekit arm-setup)."),
+    arm_cache: Optional[Path] = typer.Option(None, "--arm-cache", help="--arm-count: the folder mobilekit arm-setup filled (default: $MOBILEKIT_ARM_CACHE, else ~/.cache/mobilekit/arm)."),
 ) -> None:
     """Measure latency (median, p90, p99, mean +- std, FPS), model-only and end-to-end, file size, peak
     memory, MACs and achieved GFLOP/s against the machine's matmul peak.
@@ -100,6 +102,8 @@ def benchmark(
       mobilekit benchmark retinaface_mnet025 --weights retinaface_mnet025_widerface.pth --imgsz 320,640
 
       mobilekit benchmark exports/ --device cuda --runs 200
+
+      mobilekit benchmark exports/ --backends tflite --threads 1 --arm-count cortex-a53,neoverse-n1
     """
     from mobilekit.benchmarks.cases import default_threads, plan_cases
     from mobilekit.benchmarks.report import plot_report, print_report, write_json
@@ -121,6 +125,7 @@ def benchmark(
     except ValueError as exc:
         raise MobilekitError(str(exc)) from None
     thread_counts = parse_int_list(threads, "--threads") if threads else default_threads()
+    arm = arm_counting(arm_count, arm_cache) if arm_count else None
     console = Console(stderr=True)
     json_path = json_out or out_dir / f"benchmark_{device}_{time.strftime('%Y%m%d-%H%M%S')}.json"
     with tempfile.TemporaryDirectory(prefix="mobilekit_bench_onnx_") as scratch:
@@ -135,6 +140,11 @@ def benchmark(
             write_json(partial, json_path)  # an interrupted run keeps the rows measured so far
 
         report = run_suite(cases, timing, image_path, conf, isolate, peak, progress)
+    if arm:
+        from mobilekit.benchmarks.arm_count import attach_to_benchmark
+
+        console.print(f"instructions per invoke on emulated {', '.join(arm[1])}:")
+        attach_to_benchmark(report, *arm, image_path, on_row=lambda row, cpu: console.print(f"  {row['file']} on {cpu}: {row['instructions'].get(cpu, row['errors'].get(cpu))}"))
     print_report(report, Console())
     write_json(report, json_path)
     plot_path = plot_report(report, plot or json_path.with_suffix(".png"))
@@ -143,6 +153,15 @@ def benchmark(
     if failed:
         first = failed[0]
         raise CheckFailed(f"{len(failed)} of {len(report['rows'])} measurements failed, e.g. {first['model']} {first['label']} t{first['threads']}: {first['reason']}")
+
+
+def arm_counting(cpus: str, cache_dir: Optional[Path]) -> tuple:
+    """(cache, CPUs) of --arm-count, checked before any timing (one line and exit 2 otherwise)."""
+    from mobilekit.converters.arm_emulation import parse_cpus
+    from mobilekit.converters.arm_setup import require_ready
+
+    cache = require_ready(cache_dir)
+    return cache, parse_cpus(cpus, cache)
 
 
 def benchmark_train(
