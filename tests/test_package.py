@@ -279,6 +279,30 @@ def test_the_verdict_is_the_reports_entry_for_that_very_file(tmp_path):
         verdict(report, model)
 
 
+@pytest.mark.slow
+def test_what_parity_passes_in_the_export_folder_is_packaged_as_verified(tiny_export, tmp_path, capsys):
+    """The contract end to end: ``mobilekit parity EXPORT_DIR`` leaves EXPORT_DIR/parity.json (with each
+    file's sha256), ``mobilekit package EXPORT_DIR`` finds it there and packages the file as verified."""
+    import cv2
+
+    from mobilekit.cli import main
+
+    export_dir = tmp_path / "export"
+    shutil.copytree(tiny_export, export_dir)
+    (tmp_path / "photos").mkdir()
+    cv2.imwrite(str(tmp_path / "photos" / "grey.jpg"), np.full((96, 128, 3), 128, np.uint8))
+    main(["parity", str(export_dir), "--images", str(tmp_path / "photos")])
+    report = json.loads((export_dir / "parity.json").read_text())
+    assert {a["file"]: a["sha256"] for a in report["artefacts"]} == {p.name: sha256_file(p) for p in export_dir.glob("*.*") if p.suffix in (".onnx", ".tflite")}
+    main(["package", str(export_dir), "--out", str(tmp_path / "pkg")])
+    meta = json.loads((tmp_path / "pkg" / "model_meta.json").read_text())
+    assert meta["verification"] == {
+        "verified": True, "parity": "passed", "report": "parity.json",
+        "reason": f"parity report parity.json passes retinaface_mnet025_64_fp32.tflite: {meta['parity']['verdict']}",
+    }  # fmt: skip
+    assert meta["parity"]["source"] == "parity.json" and "unverified" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("passed", [None, False])
 def test_cli_refuses_a_file_without_a_passing_parity_report(tmp_path, capsys, passed):
     """No report, or one that fails the file: exit status 1, one line naming the file and the report, nothing written."""
@@ -322,6 +346,11 @@ def test_bad_export_folders_are_clear_errors(retinaface_export, tmp_path):
     (orphan_dir / "retinaface_mnet025_640_fp32.json").write_text("{not json")
     with pytest.raises(MobilekitError, match=r"fp32\.tflite has an unreadable metadata sidecar retinaface_mnet025_640_fp32\.json"):
         package_export(orphan_dir, tmp_path / "out")
+    shutil.copy(export_dir / "retinaface_mnet025_640_fp32.json", orphan_dir)
+    model = orphan_dir / "retinaface_mnet025_640_fp32.tflite"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # a half-copied file
+    with pytest.raises(MobilekitError, match=r"fp32\.tflite is not the file its sidecar retinaface_mnet025_640_fp32\.json describes"):
+        package_export(orphan_dir, tmp_path / "out", unverified=True)
     assert not (tmp_path / "out").exists()
 
 

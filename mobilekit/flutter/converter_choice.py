@@ -28,7 +28,7 @@ def _status(path: Path, meta: dict, found: Verdict) -> dict:
         "converter": meta["artefact"].get("converter", "onnx2tf"),
         "xnnpack_load": xnnpack,
         "parity": found.status,
-        "parity_reason": found.reason,
+        "parity_reason": found.shipped_reason,
         "eligible": bool(xnnpack["ok"]) and found.passed,
     }
 
@@ -44,7 +44,7 @@ def choose_converter(
             status["eligible"] = bool(status["xnnpack_load"]["ok"])
     eligible = [(c, s) for c, s in zip(candidates, statuses) if s["eligible"]]
     if not eligible:
-        reasons = "; ".join(f"{s['file']}: XNNPACK {'ok' if s['xnnpack_load']['ok'] else 'fails'}, {s['parity_reason']}" for s in statuses)
+        reasons = "; ".join(f"{s['file']}: XNNPACK {'ok' if s['xnnpack_load']['ok'] else 'fails'}, {verdicts[s['file']].reason}" for s in statuses)
         raise CheckFailed(f"no file of this precision can be packaged ({reasons}){'' if unverified else '; --unverified packages one that did not pass parity'}")
     if len(eligible) == 1:
         (path, meta), status = eligible[0]

@@ -38,6 +38,11 @@ class Verdict:
     def passed(self) -> bool:
         return self.status == PASSED
 
+    @property
+    def shipped_reason(self) -> str:
+        """``reason`` naming the report by its file name only (for model_meta.json: no local paths)."""
+        return self.reason.replace(str(self.report), self.report.name)
+
 
 def read_report(report: Path) -> dict | None:
     """The parity report at ``report``, None when there is no file; raises naming a file that is not one."""
@@ -83,5 +88,5 @@ def require_verified(found: Verdict, export_dir: Path) -> None:
 def verification_block(found: Verdict) -> dict:
     """``model_meta.json``'s ``verification``: whether the packaged file passed parity, on what report; a
     file that did not was packaged with ``--unverified`` (otherwise :func:`require_verified` refused it)."""
-    reason = found.reason if found.passed else f"Packaged with --unverified: {found.reason}"
+    reason = found.shipped_reason if found.passed else f"Packaged with --unverified: {found.shipped_reason}"
     return {"verified": found.passed, "parity": found.status, "report": found.report.name, "reason": reason}
