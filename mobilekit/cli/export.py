@@ -42,6 +42,8 @@ def export(
 ) -> None:
     """Export a detector; every file gets a sidecar JSON (input/output contract, priors, sha256, versions, timings).
 
+    Every TFLite file is loaded under LiteRT's XNNPACK delegate (what apps run) in a child process first: a file that fails there is a failed check (exit status 1) and nothing is written; files appear only when the whole export succeeded.
+
     Without format flags: ONNX, simplified ONNX, TFLite fp32 and fp16. Every file takes raw RGB 0-255: NCHW float32 for ONNX, NHWC for TFLite (uint8 for the full-integer TFLite).
 
     Examples:
@@ -114,9 +116,6 @@ def _print_summary(console: Console, paths: list[Path]) -> None:
         analysis = meta.get("tflite", {}).get("analysis", {})
         gpu = analysis.get("gpu_delegate_compatible")
         note = "" if gpu is None else ("GPU delegate: compatible" if gpu else "GPU delegate: NOT compatible")
-        xnnpack = analysis.get("xnnpack_load")
-        if xnnpack and not xnnpack["ok"]:
-            note += f"; [bold red]LiteRT with XNNPACK (its CPU default) FAILS on this file: {xnnpack['error']}[/]"
         kept = (meta.get("tflite", {}).get("keep_float") or {}).get("layers")
         if kept:
             note += f"; {len(kept)} layer(s) kept in float"
