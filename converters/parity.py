@@ -7,6 +7,7 @@ moves raw tensors by design while the faces must stay put.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -346,6 +347,7 @@ def _arm_results(arm: ArmCheck, path, x86: IsolatedRun, template: ArtefactParity
     names, expected, expected_faces = [image_names[i] for i in chosen], [reference[i] for i in chosen], [ref_faces[i] for i in chosen]
     results = []
     for cpu in arm.cpus:
+        started = time.monotonic()
         run = run_on_arm(arm.cache, cpu, path, inputs[chosen])
         on_arm = ArtefactParity(template.file, template.format, template.variant, template.precision, None, run.provider, run.error)
         versus_x86 = None
@@ -358,7 +360,7 @@ def _arm_results(arm: ArmCheck, path, x86: IsolatedRun, template: ArtefactParity
                 versus_x86 = {"outputs": compare_with_x86(x86_outputs, run.outputs, run.steps), "faces": _faces_versus(deploy, input_hw, x86_outputs, run.outputs)}
         judge(on_arm, tolerance)
         fields = {k: getattr(on_arm, k) for k in ("kernels", "error", "tensors", "faces", "passed", "criterion", "verdict")}
-        results.append({"cpu": cpu, "images": names, **fields, "versus_x86": versus_x86})
+        results.append({"cpu": cpu, "images": names, "seconds": round(time.monotonic() - started, 1), **fields, "versus_x86": versus_x86})
     return results
 
 
