@@ -18,6 +18,7 @@ Emulated time is 100-1000x the host's and says nothing about a phone; instructio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -103,7 +104,8 @@ def cpu_root(cache: ArmCache, cpu: str) -> Path:
     for entry in cache.sysroot.iterdir():
         link = root / entry.name
         if not link.is_symlink():
-            link.symlink_to(os.path.relpath(entry, root))
+            with contextlib.suppress(FileExistsError):  # another process made it just now
+                link.symlink_to(os.path.relpath(entry, root))
     identity = root / "identity.json"
     if not identity.is_file():
         proc = _guest(cache, cpu, cache.sysroot, ["-c", PROBE], timeout_s=300)

@@ -142,6 +142,7 @@ def setup(cache_dir: Path | None = None, log: Callable[[str], None] = print) -> 
             log(f"ARM emulation already set up in {cache.root}")
             return json.loads(cache.manifest.read_text())
         started = time.monotonic()
+        shutil.rmtree(cache.cpus, ignore_errors=True)  # the emulated CPUs' roots describe the previous qemu
         apt_config = _write_apt_config(cache)
         log("apt: package lists (amd64 + arm64, sources)")
         _run(["apt-get", "update", "-q"], "apt-get update (are Debian's mirrors reachable?)", apt_config)
