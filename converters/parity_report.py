@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.atomic import atomic_path, write_json_atomic
+from mobilekit.converters.parity import MIN_REFERENCE_FACES
 
 # ``mobilekit parity EXPORT_DIR`` (and ``mobilekit run``) write the JSON report under this name inside
 # the export folder, where ``mobilekit package`` looks for it (see ``mobilekit.flutter.verification``).
@@ -46,16 +47,18 @@ def markdown(report: dict) -> str:
         f"Faces as an app sees them: recall = PyTorch's faces (score >= {report['face_score']}) the file finds at score >= {report['keep_score']}; "
         f"precision = the file's faces (>= {report['face_score']}) PyTorch finds at >= {report['keep_score']}; one-to-one at the precision's IoU. "
         "int8 files are judged on photos their calibration did not use.  ",
-        "fp32 files are judged on raw output tensors; fp16 and int8 on detections (reduced precision moves tensors by design).",
+        "fp32 files are judged on raw output tensors by the float criterion (each output group's max error relative to its own magnitude, "
+        "within a bound from float32's rounding and the layers on its path); fp16 and int8 on detections (reduced precision moves tensors by design), "
+        f"over at least {MIN_REFERENCE_FACES} reference faces (fewer: not judged, FAIL). Each file's criterion, in words, is under Criteria.",
         "",
         f"**Overall: {'PASS' if report['passed'] else 'FAIL'}**",
         "",
-        "| file | precision | kernels | max abs per output | min cosine | recall | precision | mean IoU | score drift median / max | built-in kernels: worst max abs, recall | result |",
+        "| file | precision | kernels | error / magnitude per output | min cosine | recall | precision | mean IoU | score drift median / max | built-in kernels: worst error / magnitude, recall | result |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in report["artefacts"]:
         t = a["tensors"]
-        per_output = " / ".join(f"{name} {_fmt(m['max_abs'])}" for name, m in t.items()) or "-"
+        per_output = " / ".join(f"{name} {_fmt(m['relative'])}" for name, m in t.items()) or "-"
         cosine = _fmt(min(m["cosine"] for m in t.values()), ".6f") if t else "-"
         builtin = a.get("builtin")
         if builtin is None:
@@ -64,7 +67,7 @@ def markdown(report: dict) -> str:
             builtin_cell = f"error: {builtin['error']}"
         else:
             bf = builtin["faces"]
-            builtin_cell = f"{_fmt(max(m['max_abs'] for m in builtin['tensors'].values()))}, {bf['found']}/{bf['faces']}"
+            builtin_cell = f"{_fmt(max(m['relative'] for m in builtin['tensors'].values()))}, {bf['found']}/{bf['faces']}"
         lines.append(
             f"| {a['file']} | {a['precision']} | {a['kernels']} | {per_output} | {cosine} | {_faces_cells(a['faces'])} "
             f"| {builtin_cell} | {'PASS' if a['passed'] else '**FAIL**'} |"

@@ -25,14 +25,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ParityTolerance:
-    """What an exported file must meet against the float64 PyTorch reference, per precision."""
+    """The face thresholds fp16 and int8 files meet against the float64 PyTorch reference (fp32 files meet
+    the model's float criterion, :mod:`mobilekit.converters.float_criterion`)."""
 
-    fp32_max_abs: float = 1e-4
     fp16_match_iou: float = 0.9
     int8_match_iou: float = 0.5
     int8_min_recall: float = 0.95
     int8_min_precision: float = 0.95
-    reason: str = ""  # why a model's tolerance differs from its family's (measured)
 
     def match_iou(self, precision: str) -> float:
         """IoU at which a face counts as the same face: fp32/fp16 must keep boxes in place, int8 may move them."""
@@ -52,7 +51,6 @@ class DetectorFamily:
     end_to_end: ClassVar[bool] = False  # whether `mobilekit package --end-to-end` can build decode + NMS into the graph
     distillation: ClassVar[bool] = False  # whether a student of this family can learn from a RetinaFace-style teacher
     parity: ClassVar[ParityTolerance] = ParityTolerance()
-    model_parity: ClassVar[dict[str, ParityTolerance]] = {}  # per-model exceptions, each with its measured reason
     keypoint_names: ClassVar[tuple[str, ...]] = LANDMARK_NAMES  # in output order; a model has the first num_landmarks
     # Per keypoint, the label.txt landmarks (LANDMARK_NAMES) whose mean it is in training targets; a keypoint
     # the labels lack maps to () and is masked in the loss. None: the keypoints are the label landmarks.
@@ -116,8 +114,8 @@ class DetectorFamily:
         return np.asarray(keypoints).reshape(len(keypoints), -1, 2)[:, [int(r[0]) for r in rows]]
 
     def parity_tolerance(self, deploy: DeployConfig) -> ParityTolerance:
-        """The family's tolerance, or the model's declared exception."""
-        return self.model_parity.get(deploy.name, self.parity)
+        """The face thresholds of ``deploy``'s parity: its family's."""
+        return self.parity
 
     def output_groups(self, name: str, deploy: DeployConfig) -> dict[str, slice]:
         """Parity reports each group of an output's last axis separately; by default the whole output."""
@@ -126,21 +124,6 @@ class DetectorFamily:
 
 class RetinaFaceFamily(DetectorFamily):
     """SSD-style priors, ``loc``/``conf``/``landmarks`` encoded against them (Pytorch_Retinaface)."""
-
-    model_parity = {
-        "retinaface_mnet025": ParityTolerance(
-            fp32_max_abs=2e-4,
-            reason="TFLite fp32 under XNNPACK: 1.30e-4 (landmarks) and 8.2e-5 (loc) against the float64 reference on "
-            "the 6 shared photos at 640, 4.1e-5 and 2.5e-5 on LiteRT's built-in kernels of the same file; ONNX "
-            "Runtime 3.3e-5; the same faces",
-        ),
-        "featherface_v1": ParityTolerance(
-            fp32_max_abs=2.5e-4,
-            reason="TFLite fp32 under XNNPACK: 1.63e-4 against the float64 reference (bus photo, landmarks, a stride-32 "
-            "prior), 8.55e-5 on LiteRT's built-in kernels of the same file; the layer where XNNPACK's error "
-            "grows is not localised yet",
-        )
-    }
 
     name = "retinaface"
     augmentation = "crop_stretch"
@@ -295,9 +278,6 @@ class BlazeFaceFamily(DetectorFamily):
         "left_ear_tragion": (),
     }
     native_input_only = True  # anchors and training are for the model's own input size
-    # Regressors reach hundreds of pixels on hopeless anchors: float32 (Google's own file included, 8e-3)
-    # lands up to ~1e-2 from the float64 reference. A conversion bug moves outputs by 1 or more.
-    parity = ParityTolerance(fp32_max_abs=1e-2)
     uint8_outputs_unusable = (
         "one uint8 scale per output spans the hopeless anchors' values (logits down to -600, regressors to "
         "hundreds of pixels): 2.2 logits and 1.7 px per step on blazeface_short, 6 false faces on 3 photos"

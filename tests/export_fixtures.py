@@ -12,6 +12,7 @@ import pytest
 
 RETINAFACE = "retinaface_mnet025"
 RETINAFACE_WEIGHTS = "weights/retinaface_mnet025_widerface.pth"
+FEATHERFACE_WEIGHTS = "weights/featherface_v1_widerface.pth"
 RANDOM_SIZE = 256
 
 
@@ -43,6 +44,19 @@ def retinaface_export(shared: Path, calibration_half: Path, tmp_path_factory) ->
         source=source_metadata(weights, None),
     )
     return out, paths
+
+
+@pytest.fixture(scope="session")
+def featherface_export(shared: Path, calibration_half: Path, tmp_path_factory) -> Path:
+    """FeatherFace V1 with the users' checkpoint at 640x640: ONNX, TFLite fp32/fp16/int8 (int8 calibrated on
+    half of the shared photos)."""
+    from mobilekit.converters import build_source_model, export_model, source_metadata
+
+    weights = shared / FEATHERFACE_WEIGHTS
+    out = tmp_path_factory.mktemp("featherface_v1_export")
+    model = build_source_model("featherface_v1", weights)
+    export_model(model, 640, out, formats=("onnx", "fp32", "fp16", "int8"), calib_images=calibration_half, source=source_metadata(weights, None))
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -85,11 +85,11 @@ def test_int8_keeps_its_outputs_float_and_writes_no_uint8_file(blazeface_export)
 
 
 def test_int8_judge_short_range(blazeface_exports, parity_reports, shared):
-    """Short range int8 passes the judge (no false face on the photos calibration never saw, where short range
-    finds none) and finds PyTorch's 5 faces on the group photo."""
+    """Short range int8 is not judged on the shared photos (PyTorch finds no face on the 3 its calibration
+    never saw: a face judgement there could not fail), and finds PyTorch's 5 faces on the group photo."""
     model, _, paths = blazeface_exports("blazeface_short")
     (int8,) = [a for a in parity_reports("blazeface_short")["artefacts"] if a["variant"] == "int8"]
-    assert int8["passed"], int8["verdict"]
+    assert not int8["passed"] and int8["faces"]["faces"] == 0 and int8["verdict"].startswith("not judged"), int8["verdict"]
     deploy = model.deploy
     image = resize_to_input(read_image(shared / "images" / "group_768x1024.jpg"), deploy.input_size, deploy.resize, deploy.pad_value)[0]
     ours = decode_outputs(deploy, {k: v[0] for k, v in open_runtime(paths["int8.tflite"], 2).run(image[None]).items()}, deploy.input_size)
