@@ -116,12 +116,13 @@ def op_instructions(cache: ArmCache, cpu: str, path: Path, image_path: Path) -> 
     return {"file": path.name, "cpu": cpu, "prefixes": len(cuts), "total": previous, "ops": per_op, "groups": dict(sorted(groups.items(), key=lambda g: -g[1]))}
 
 
-def int8_faces_on_arm(files: list[tuple[Path, dict]]) -> dict[str, dict[str, bool]]:
-    """``{file: {cpu: faces identical to x86}}`` for the int8 files whose export folder's parity.json
-    (``mobilekit parity --arm``) checked this very file (same sha256)."""
+def int8_faces_on_arm(files: list[tuple[Path, dict]]) -> dict[str, dict[str, dict]]:
+    """``{file: {cpu: parity's faces-versus-x86 summary}}`` (``identical``, and x86's ``faces`` the ARM run
+    ``found``) for the int8 files whose export folder's parity.json (``mobilekit parity --arm``) checked
+    this very file (same sha256)."""
     from mobilekit.converters.parity_report import export_report_path
 
-    found: dict[str, dict[str, bool]] = {}
+    found: dict[str, dict[str, dict]] = {}
     for folder in {path.parent for path, _ in files}:
         report_path = export_report_path(folder)
         if not report_path.is_file():
@@ -129,7 +130,7 @@ def int8_faces_on_arm(files: list[tuple[Path, dict]]) -> dict[str, dict[str, boo
         for artefact in json.loads(report_path.read_text()).get("artefacts", []):
             path = folder / artefact["file"]
             if artefact["precision"] == "int8" and artefact.get("arm") and path.is_file() and artefact.get("sha256") == sha256_file(path):
-                found[artefact["file"]] = {a["cpu"]: bool(a["versus_x86"] and a["versus_x86"]["faces"]["identical"]) for a in artefact["arm"]}
+                found[artefact["file"]] = {a["cpu"]: a["versus_x86"]["faces"] for a in artefact["arm"] if a["versus_x86"]}
     return found
 
 
@@ -163,7 +164,7 @@ def markdown(result: dict) -> str:
         *table(["CPU", "qemu -cpu", "MIDR", "features"], [[c["cpu"], f"`{c['qemu_cpu']}`", c["midr"], c["features"]] for c in result["cpus"]], "llll"),
         "",
         *table(
-            ["file", *(f"{cpu} (M instr.)" for cpu in cpus), "int8 faces on ARM = x86"],
+            ["file", *(f"{cpu} (M instr.)" for cpu in cpus), "int8 faces on ARM identical to x86's"],
             [[r["file"], *(_millions(r, cpu) for cpu in cpus), _faces_cell(faces.get(r["file"]), r["variant"])] for r in result["files"]],
         ),
         "",
@@ -187,12 +188,15 @@ def _millions(row: dict, cpu: str) -> str:
     return f"error: {row['errors'].get(cpu)}"
 
 
-def _faces_cell(per_cpu: dict[str, bool] | None, variant: str) -> str:
+def _faces_cell(per_cpu: dict[str, dict] | None, variant: str) -> str:
     if variant != "int8":
         return ""
     if not per_cpu:
         return "not checked (run mobilekit parity --arm)"
-    return ", ".join(f"{cpu}: {'yes' if same else 'NO'}" for cpu, same in per_cpu.items())
+    cells = [f"{cpu}: {'yes' if f['identical'] else 'NO'}" for cpu, f in per_cpu.items()]
+    counts = {(f["found"], f["faces"]) for f in per_cpu.values()}
+    faces = "; ".join(f"{found}/{total}" for found, total in sorted(counts))
+    return f"{', '.join(cells)} (x86's faces within IoU 0.9: {faces})"
 
 
 def run(targets: list[Path], cache: ArmCache, cpus: list[str], image: Path, op_profile: Path | None = None, op_cpu: str | None = None) -> dict:

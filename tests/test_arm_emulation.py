@@ -168,3 +168,22 @@ def test_instruction_counts_repeat_exactly(arm_cache, retinaface_128, shared):
     first, second = (count_files(ArmCache(arm_cache), [ARM_CPU], files, image) for _ in range(2))
     assert first[0]["counts"] == second[0]["counts"] and not first[0]["errors"]
     assert 1e6 < first[0]["instructions"][ARM_CPU] < 1e8  # RetinaFace at 128: ~25 M
+
+
+def test_instruction_report_ratios_and_markdown():
+    from mobilekit.benchmarks.arm_count import markdown, ratios
+
+    def row(model, variant, a53, n1):
+        return {"file": f"{model}_320_{variant}.tflite", "model": model, "variant": variant, "imgsz": [320, 320],
+                "instructions": {"cortex-a53": a53, "neoverse-n1": n1}, "errors": {}}  # fmt: skip
+
+    rows = [row("retinaface_mnet025", "fp32", 150, 100), row("retinaface_mnet025", "int8", 120, 50), row("featherface_v1", "fp32", 240, 190)]
+    result = ratios(rows, ["cortex-a53", "neoverse-n1"])
+    assert result["int8_vs_fp32"] == {"retinaface_mnet025 @320x320": {"cortex-a53": 0.8, "neoverse-n1": 0.5}}
+    assert result["vs_retinaface"] == {"featherface_v1 @320x320 fp32": {"cortex-a53": 1.6, "neoverse-n1": 1.9}}
+    cpus = [{"cpu": c, "qemu_cpu": c, "midr": "0x0", "features": "fp"} for c in ("cortex-a53", "neoverse-n1")]
+    setup = {"qemu": "7.2", "python3.11_arm64": "3.11", "wheels": {"ai_edge_litert": "2.3.0", "numpy": "2"}}
+    faces = {"retinaface_mnet025_320_int8.tflite": {"cortex-a53": {"identical": True, "found": 27, "faces": 27}}}
+    text = markdown({"setup": setup, "cpus": cpus, "image": "group.jpg", "repeats": 3, "files": rows, "ratios": result, "int8_faces_equal_x86": faces})
+    assert "| retinaface_mnet025_320_int8.tflite | 0.00 | 0.00 | cortex-a53: yes (x86's faces within IoU 0.9: 27/27) |" in text
+    assert "| featherface_v1 @320x320 fp32 | 1.6 | 1.9 |" in text
