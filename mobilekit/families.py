@@ -3,7 +3,7 @@
 A model's ``DeployConfig.decoder`` names its family and :func:`family_of` returns the declaration.
 Prediction, evaluation, training, export sidecars, parity, benchmarks and packaging ask the family
 (its decode, loss, augmentation, anchors, output meanings and columns, NMS convention, default
-thresholds, parity tolerances); no other module compares family names. Adding a family is one
+thresholds, parity face thresholds); no other module compares family names. Adding a family is one
 subclass here (plus its Dart decoder), registered in :data:`FAMILIES`.
 """
 
