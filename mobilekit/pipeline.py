@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mobilekit.atomic import write_json_atomic
@@ -141,7 +142,7 @@ class Pipeline:
 
         formats, skipped = installed_formats(FORMATS)
         if skipped:
-            self.console.print(f"[yellow]export: {skipped}[/]")
+            self.console.print(f"[yellow]export: {escape(skipped)}[/]")
         model = build_source_model(self.cfg.model, self.weights)
         paths = export_model(
             model,
@@ -247,7 +248,7 @@ class Pipeline:
             table.add_column(column)
         for r in self.results:
             if not r.ran:
-                table.add_row(r.name, "-", f"[dim]{r.summary}[/]", "")
+                table.add_row(r.name, "-", f"[dim]{escape(r.summary)}[/]", "")
             else:
-                table.add_row(r.name, f"{r.seconds:.0f} s", r.summary if r.ok else f"[red]{r.summary}[/]", r.path)
+                table.add_row(r.name, f"{r.seconds:.0f} s", escape(r.summary) if r.ok else f"[red]{escape(r.summary)}[/]", r.path)
         return table

@@ -88,6 +88,19 @@ def test_without_the_litert_extra_its_twins_are_skipped_with_one_line(monkeypatc
     assert installed_formats(("onnx", "fp32")) == (("onnx", "fp32"), None)
 
 
+def test_the_run_summary_shows_the_skipped_line_as_written(tmp_path):
+    from rich.console import Console
+
+    from mobilekit.pipeline import Pipeline, PipelineConfig, StepResult
+
+    line = 'skipped fp32_litert, fp16_litert: litert-torch is not installed (pip install "mobilekit[litert]")'
+    pipeline = Pipeline(PipelineConfig(out=tmp_path))
+    pipeline.results.append(StepResult("export", 1.0, f"a.onnx; {line}", str(tmp_path)))
+    console = Console(width=400, record=True)
+    console.print(pipeline.table(1.0))
+    assert line in console.export_text()  # not read as rich markup ([litert] is no style)
+
+
 # -- a model litert-torch cannot convert ----------------------------------------------------------
 class _MedianHead(FaceDetector):
     """A detector whose head takes a median (``aten.median.dim``: litert-torch has no lowering for it)."""
