@@ -160,6 +160,7 @@ def markdown(result: dict) -> str:
         f"aarch64 wheel (numpy {setup['wheels'].get('numpy')}), Debian arm64 python3.11 {setup['python3.11_arm64']}; XNNPACK, 1 thread; "
         f"median of {result['repeats']} invokes after a warm-up, on `{Path(result['image']).name}` resized as each model resizes. "
         "Counts compare within one CPU only.",
+        *([f"Files: {result['notes']}"] if result.get("notes") else []),
         "",
         *table(["CPU", "qemu -cpu", "MIDR", "features"], [[c["cpu"], f"`{c['qemu_cpu']}`", c["midr"], c["features"]] for c in result["cpus"]], "llll"),
         "",
