@@ -132,6 +132,8 @@ def benchmark(
         cases = plan_cases(targets, parse_sizes(imgsz), thread_counts, device, chosen, str(weights) if weights else None, Path(scratch))
         if not cases:
             raise MobilekitError(f"nothing to benchmark for {targets} with --backends {','.join(chosen)} --device {device} --imgsz {imgsz}")
+        if arm and not any(case.backend == "tflite" and case.path for case in cases):
+            raise MobilekitError("--arm-count: no TFLite file among the targets (pass export folders or .tflite files, --backends with tflite)")
         console.print(f"{len(cases)} measurements on {device}, threads {thread_counts}, image {image_path.name}")
 
         def progress(partial: dict, row: dict) -> None:
