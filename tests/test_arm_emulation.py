@@ -55,10 +55,14 @@ def test_private_apt_sources_add_the_source_twin_of_every_binary_entry(tmp_path)
     assert sorted(p.name for p in (apt / "sources.list.d").iterdir()) == ["debian.sources"]
 
 
-@pytest.mark.parametrize("command", [["parity", "EXPORT", "--images", "PHOTOS", "--arm", ARM_CPU], ["benchmark", "EXPORT", "--arm-count", ARM_CPU]])
+@pytest.mark.parametrize(
+    "command", [["parity", "EXPORT", "--images", "PHOTOS", "--arm", ARM_CPU], ["benchmark", "EXPORT", "--image", "PHOTO", "--arm-count", ARM_CPU]]
+)
 def test_arm_options_without_the_setup_are_one_line(command, tmp_path, capsys):
     cache = tmp_path / "no_cache"
-    argv = [str(tmp_path) if word in ("EXPORT", "PHOTOS") else word for word in command]
+    (tmp_path / "photo.jpg").touch()  # the benchmark checks that its photo exists before the options after it
+    places = {"EXPORT": tmp_path, "PHOTOS": tmp_path, "PHOTO": tmp_path / "photo.jpg"}
+    argv = [str(places.get(word, word)) for word in command]
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--arm-cache", str(cache)])
     assert exit_info.value.code == 2
