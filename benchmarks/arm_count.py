@@ -1,7 +1,7 @@
 """A deterministic ARM cost: guest instructions per invoke of TFLite files on emulated ARM64 CPUs.
 
 Each file runs under LiteRT's own aarch64 wheel in qemu user mode (``mobilekit arm-setup``), XNNPACK on
-one thread. The TCG plugin ``converters/arm_count_plugin.c`` counts the instructions executed between
+one thread. The TCG plugin ``mobilekit/native/arm_count_plugin.c`` counts the instructions executed between
 two marker system calls around ``interpreter.invoke()`` (the protocol: ``converters/arm_guest.py``).
 After one warm-up invoke, :data:`REPEATS` invokes are counted and the figure is their median. The counts
 repeat exactly from run to run; within one run, files with ops outside XNNPACK vary by a few thousand
@@ -39,7 +39,7 @@ from mobilekit.image_io import read_image, resize_to_input
 REPEATS = 3
 REFERENCE_MODEL = "retinaface_mnet025"
 METHOD = (
-    "guest instructions between two marker system calls around interpreter.invoke() (qemu TCG plugin converters/arm_count_plugin.c), "
+    "guest instructions between two marker system calls around interpreter.invoke() (qemu TCG plugin mobilekit/native/arm_count_plugin.c), "
     f"LiteRT's aarch64 wheel, XNNPACK, 1 thread; median of {REPEATS} invokes after a warm-up; compare within one CPU only"
 )
 
@@ -156,7 +156,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# Instructions per invoke on emulated ARM64 CPUs",
         "",
-        f"qemu-user {setup['qemu']} (user mode, TCG plugin `converters/arm_count_plugin.c`), LiteRT {setup['wheels'].get('ai_edge_litert')} "
+        f"qemu-user {setup['qemu']} (user mode, TCG plugin `mobilekit/native/arm_count_plugin.c`), LiteRT {setup['wheels'].get('ai_edge_litert')} "
         f"aarch64 wheel (numpy {setup['wheels'].get('numpy')}), Debian arm64 python3.11 {setup['python3.11_arm64']}; XNNPACK, 1 thread; "
         f"median of {result['repeats']} invokes after a warm-up, on `{Path(result['image']).name}` resized as each model resizes. "
         "Counts compare within one CPU only.",

@@ -13,7 +13,7 @@ qemu 7.2 (Debian 12) usable:
   as ``max,sme=off``.
 
 Emulated time is 100-1000x the host's and says nothing about a phone; instruction counts
-(:func:`count_instructions`, the TCG plugin ``arm_count_plugin.c``) are exact and repeatable within one CPU.
+(:func:`count_instructions`, the TCG plugin ``mobilekit/native/arm_count_plugin.c``) are exact and repeatable within one CPU.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ the input tensor index, the output tensor indices by name, and where to write th
 Every model runs through LiteRT's default XNNPACK delegate on ``threads`` threads.
 
 With ``count`` > 0, after the inputs (the warm-up), ``count`` more invokes are each wrapped in the marker
-system calls that ``arm_count_plugin.c`` counts between: ``getpid`` (aarch64 number 172) with x0 =
+system calls that ``mobilekit/native/arm_count_plugin.c`` counts between: ``getpid`` (aarch64 number 172) with x0 =
 :data:`MARKER_MAGIC` and x1 = 1 (start) or 2 (stop). One empty start/stop pair comes first: the markers'
 own instructions, which the host subtracts.
 """

@@ -10,7 +10,7 @@ The pieces, each fetched with its ordinary client and unpacked (never installed 
 3. ``sysroot/``: Debian's arm64 ``python3.11`` and ``libstdc++6`` with their dependencies (qemu's ``-L``).
 4. ``site/``: the aarch64 wheels of the host's own ai-edge-litert and numpy versions (``pip download``).
 5. ``plugin/``: ``qemu-plugin.h`` from qemu's Debian source package and the instruction counter
-   (``arm_count_plugin.c``) built against it with gcc.
+   (``mobilekit/native/arm_count_plugin.c``) built against it with gcc.
 
 ``setup.json`` is written last and lists the versions; when it is there (and the plugin was built from
 the current source) the command does nothing, so it is idempotent. A piece that cannot be fetched is one
@@ -41,12 +41,12 @@ from typing import Iterator
 from mobilekit.atomic import write_json_atomic
 from mobilekit.converters.child_job import last_log_line
 from mobilekit.errors import MobilekitError
+from mobilekit.package_data import ARM_COUNT_PLUGIN, shipped
 
 HOST_PACKAGES = ("qemu-user:amd64",)
 SYSROOT_PACKAGES = ("python3.11:arm64", "libstdc++6:arm64")
 WHEEL_PLATFORM_ARGS = ("--platform", "manylinux_2_27_aarch64", "--platform", "manylinux_2_17_aarch64",
                        "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311")
-PLUGIN_SOURCE = "arm_count_plugin.c"
 STEP_TIMEOUT_S = 900
 
 
@@ -103,7 +103,7 @@ class ArmCache:
 
 
 def plugin_source_digest() -> str:
-    return hashlib.sha256(resources.files("mobilekit.converters").joinpath(PLUGIN_SOURCE).read_bytes()).hexdigest()
+    return hashlib.sha256(shipped(ARM_COUNT_PLUGIN).read_bytes()).hexdigest()
 
 
 def is_ready(cache: ArmCache) -> bool:
@@ -294,5 +294,5 @@ def _fetch_plugin_header(cache: ArmCache, apt_config: Path, source_version: str)
 
 
 def _build_plugin(cache: ArmCache, header: Path) -> None:
-    with resources.as_file(resources.files("mobilekit.converters").joinpath(PLUGIN_SOURCE)) as source:
-        _run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-I", str(header.parent), "-o", str(cache.plugin), str(source)], f"gcc {PLUGIN_SOURCE}")
+    with resources.as_file(shipped(ARM_COUNT_PLUGIN)) as source:
+        _run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-I", str(header.parent), "-o", str(cache.plugin), str(source)], f"gcc {ARM_COUNT_PLUGIN}")

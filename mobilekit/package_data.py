@@ -4,6 +4,8 @@ the same files in a wheel, an sdist's build, an editable install and a checkout.
 - ``flutter/dart/``: the Dart decoder every Flutter package gets as ``lib/``.
 - ``weights/``: the ImageNet MobileNetV1-0.25 backbone the embedded default starts from (Pytorch_Retinaface's
   pretraining, MIT, its licence beside it; made by ``tools/make_imagenet_backbone.py``).
+- ``native/arm_count_plugin.c``: the qemu TCG plugin ``mobilekit arm-setup`` builds (instructions per invoke on
+  emulated ARM64 CPUs).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
 DART_DECODER = "flutter/dart"
 IMAGENET_BACKBONE = "weights/mobilenetv1_025_imagenet.pt"
 IMAGENET_BACKBONE_LICENCE = "weights/LICENSE-Pytorch_Retinaface.txt"
-SHIPPED = (DART_DECODER, IMAGENET_BACKBONE, IMAGENET_BACKBONE_LICENCE)  # every file or folder above; the wheel test checks them
+ARM_COUNT_PLUGIN = "native/arm_count_plugin.c"
+SHIPPED = (DART_DECODER, IMAGENET_BACKBONE, IMAGENET_BACKBONE_LICENCE, ARM_COUNT_PLUGIN)  # every file or folder above; the wheel test checks them
 
 
 def shipped(name: str) -> Traversable:
