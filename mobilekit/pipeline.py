@@ -234,7 +234,7 @@ class Pipeline:
             result.seconds = time.perf_counter() - start
             self.results.append(result)
             state = "[green]done[/]" if result.ok else "[bold red]FAILED[/]"
-            self.console.print(f"{state} {title} in {result.seconds:.0f} s: {result.summary}", highlight=False)
+            self.console.print(f"{state} {title} in {result.seconds:.0f} s: {escape(result.summary)}", highlight=False)
         summary = {"total_seconds": time.perf_counter() - total_start, "steps": [asdict(r) for r in self.results]}
         write_json_atomic(self.out / "summary.json", summary)
         self.console.print(self.table(summary["total_seconds"]))
