@@ -6,9 +6,10 @@ Each precision is judged by what it can promise:
   criterion (:mod:`mobilekit.converters.float_criterion`): every output group's error relative to its own
   magnitude, within a bound derived from float32's unit roundoff and the layers on the output's path.
 - **fp16** files are judged on faces (all of PyTorch's faces found at IoU 0.9, none added): storing the
-  weights in float16 moves the outputs by 0.7 to 7 % of their magnitude (measured, docs/float_criterion.md),
-  as much as a 1 % change of one layer's weights, so no float bound can tell a correct fp16 file from a
-  broken one; the faces an app shows can. Their relative errors are reported.
+  weights in float16 moves trained models' outputs by 0.2 to 7 % of their magnitude (measured,
+  docs/float_criterion.md), up to what a 1 % change of one layer's weights does, so no float bound tells a
+  correct fp16 file from a broken one on every photo; the faces an app shows can. Their relative errors
+  are reported.
 - **int8** files are judged on faces, on photos their calibration did not use.
 
 A face judgement needs faces: with fewer than :data:`MIN_REFERENCE_FACES` reference faces over its photos
