@@ -35,7 +35,7 @@ from mobilekit.converters.variants import VARIANT
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import list_images, read_image, resize_to_input
 from mobilekit.families import ParityTolerance, decode_outputs, family_of
-from mobilekit.postprocess import Detections
+from mobilekit.detections import Detections
 
 if TYPE_CHECKING:
     from mobilekit.converters.arm_emulation import ArmCheck

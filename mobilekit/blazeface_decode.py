@@ -22,7 +22,7 @@ import torch
 
 from mobilekit.config import SsdAnchorConfig
 from mobilekit.nms import weighted_nms
-from mobilekit.postprocess import Detections, PostprocessConfig
+from mobilekit.detections import Detections, PostprocessConfig
 
 SCORE_CLIPPING = 100.0  # TensorsToDetectionsCalculator's score_clipping_thresh in face_detection.pbtxt
 BOX_COLUMNS = 4  # cx, cy, w, h before the keypoints

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from mobilekit.postprocess import Detections
+from mobilekit.detections import Detections
 
 # One colour per landmark index (RGB): RetinaFace's left eye, right eye, nose, left / right mouth corner;
 # BlazeFace's right eye, left eye, nose tip, mouth centre, right / left ear tragion.

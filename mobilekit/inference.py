@@ -12,7 +12,7 @@ from mobilekit.errors import MobilekitError
 from mobilekit.image_io import resize_to_input, to_nchw
 from mobilekit.models import FaceDetector, create_model
 from mobilekit.families import decode_outputs, family_of
-from mobilekit.postprocess import Detections, PostprocessConfig
+from mobilekit.detections import Detections, PostprocessConfig
 
 
 def resolve_device(device: str = "auto") -> torch.device:

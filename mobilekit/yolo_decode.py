@@ -28,7 +28,7 @@ import torch
 
 from mobilekit.config import YoloAnchorConfig
 from mobilekit.nms import nms
-from mobilekit.postprocess import Detections, PostprocessConfig
+from mobilekit.detections import Detections, PostprocessConfig
 
 VALUES_PER_ANCHOR = 16
 OBJ_INDEX = 4

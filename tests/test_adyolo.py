@@ -16,7 +16,7 @@ from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import detect_image, run_model
 from mobilekit.models import DeployModule, create_model
 from mobilekit.models.adyolo import ADYOLO_ANCHORS, ADYOLOv5Face
-from mobilekit.postprocess import PostprocessConfig
+from mobilekit.detections import PostprocessConfig
 from mobilekit.profiling import cost_breakdown, count_params
 from mobilekit.training.yolo_loss import YoloFaceLoss, bbox_ciou
 from mobilekit.yolo_decode import decode_levels, level_sizes, num_predictions, yolo_detections

@@ -24,7 +24,7 @@ from mobilekit.models import create_model
 from mobilekit.models.blazeface import GOOGLE_WEIGHTS
 from mobilekit.models.tflite_weights import TfliteGraph
 from mobilekit.nms import weighted_nms
-from mobilekit.postprocess import PostprocessConfig
+from mobilekit.detections import PostprocessConfig
 from tests.reference_checks import assert_folding_is_exact
 
 GOOGLE_FILES = GOOGLE_WEIGHTS

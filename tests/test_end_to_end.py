@@ -21,7 +21,7 @@ from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import load_model, run_model
 from mobilekit.models import create_model
 from mobilekit.families import decode_outputs
-from mobilekit.postprocess import PostprocessConfig
+from mobilekit.detections import PostprocessConfig
 
 FACE_SCORE = 0.5
 

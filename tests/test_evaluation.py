@@ -17,7 +17,7 @@ from mobilekit.evaluation.widerface import (
     read_predictions,
     write_widerface_predictions,
 )
-from mobilekit.postprocess import Detections
+from mobilekit.detections import Detections
 
 
 # -- the official protocol (wider_face_py / Pytorch_Retinaface widerface_evaluate/evaluation.py) ------

@@ -23,7 +23,7 @@ from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import load_model, run_model
 from mobilekit.families import decode_outputs, family_of
 from mobilekit.models import create_model
-from mobilekit.postprocess import Detections
+from mobilekit.detections import Detections
 from mobilekit.priors import prior_boxes
 
 FACE_SCORE = 0.5

@@ -18,7 +18,7 @@ from mobilekit.converters.parity import (
     tensor_metrics,
 )
 from mobilekit.families import ParityTolerance
-from mobilekit.postprocess import Detections
+from mobilekit.detections import Detections
 
 
 def _artefact(report: dict, file: str) -> dict:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from mobilekit.box_coder import box_iou
-from mobilekit.postprocess import PostprocessConfig
+from mobilekit.detections import PostprocessConfig
 
 IOU_THRESHOLD = 0.5
 

@@ -45,7 +45,7 @@ from mobilekit.flutter.tflite_metadata import METADATA_NAME, embed_metadata
 from mobilekit.image_io import list_images, read_image, resize_to_input
 from mobilekit.package_data import DART_DECODER, copy_shipped_folder
 from mobilekit.paths import shared_dir
-from mobilekit.postprocess import Detections
+from mobilekit.detections import Detections
 
 SCHEMA_VERSION = "mobilekit.flutter/1"
 SYNTHETIC_GOLDEN, SYNTHETIC_GOLDEN_SIZE = "synthetic_faces_seed0.png", 640  # the golden picture without shared photos

@@ -21,7 +21,7 @@ from mobilekit.config import PriorConfig
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import InputTransform, resize_to_input
 from mobilekit.nms import nms as greedy_nms
-from mobilekit.postprocess import Detections, PostprocessConfig
+from mobilekit.detections import Detections, PostprocessConfig
 from mobilekit.priors import prior_boxes
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from mobilekit.config import LANDMARK_NAMES, DeployConfig
-from mobilekit.postprocess import Detections, PostprocessConfig
+from mobilekit.detections import Detections, PostprocessConfig
 from mobilekit.blazeface_decode import SCORE_CLIPPING
 from mobilekit.yolo_decode import YOLO_NMS_OFFSET
 

@@ -1,0 +1,1 @@
+"""Family "yunet": YuNet (libfacedetection), anchor-free points at strides 8/16/32."""
