@@ -109,9 +109,9 @@ def environment(plan: CheckPlan) -> dict:
 
 # -- (1) training throughput ----------------------------------------------------------------------
 def _auto_batch(model_name: str, plan: CheckPlan) -> int:
+    from mobilekit.families import build_criterion
     from mobilekit.models import create_model
     from mobilekit.training.autobatch import auto_batch_size
-    from mobilekit.training.losses import build_criterion
 
     device = torch.device(plan.device)
     model = create_model(model_name).train().to(device, memory_format=torch.channels_last)

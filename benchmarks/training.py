@@ -23,8 +23,8 @@ from mobilekit.benchmarks.hardware import THREAD_ENV
 from mobilekit.benchmarks.measure import child_entry, peak_rss_mb, rss_mb, run_child
 from mobilekit.benchmarks.timing import LatencyStats
 from mobilekit.errors import MobilekitError
+from mobilekit.families import build_criterion
 from mobilekit.models import create_model
-from mobilekit.training.losses import build_criterion
 
 
 @dataclass(frozen=True)

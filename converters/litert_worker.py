@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.converters.child_job import serve_job
+from mobilekit.converters.variants import SIGNATURE_KEY
 
-SIGNATURE_KEY = "serving_default"
 FP16_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_2D_TRANSPOSE")
 
 

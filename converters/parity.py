@@ -32,10 +32,11 @@ from mobilekit.converters.model_source import rebuild_source_model
 from mobilekit.converters.runtimes import TorchRuntime, open_runtime
 from mobilekit.converters.tflite_child import IsolatedRun, run_isolated
 from mobilekit.converters.variants import VARIANT
-from mobilekit.errors import MobilekitError
-from mobilekit.image_io import list_images, read_image, resize_to_input
-from mobilekit.families import ParityTolerance, decode_outputs, family_of
 from mobilekit.detections import Detections
+from mobilekit.errors import MobilekitError
+from mobilekit.families import decode_outputs, family_of
+from mobilekit.families.base import ParityTolerance
+from mobilekit.image_io import list_images, read_image, resize_to_input
 
 if TYPE_CHECKING:
     from mobilekit.converters.arm_emulation import ArmCheck

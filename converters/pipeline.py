@@ -10,35 +10,20 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-
 from mobilekit.atomic import write_json_atomic
 from mobilekit.converters.activation_ranges import DEFAULT_RANGE_ESTIMATOR, RANGE_ESTIMATORS
 from mobilekit.converters.calibration import calibration_paths, load_calibration_images, synthetic_sample
-from mobilekit.converters.metadata import (
-    SIDECAR_SCHEMA,
-    artefact_stem,
-    sha256_file,
-    sidecar_path,
-    tool_versions,
-)
-from mobilekit.converters.onnx_export import INPUT_NAME, check_onnx, export_onnx, prepare_deploy_module, simplify_onnx
 from mobilekit.converters.litert_export import LITERT_EXTRA, LitertConversionFailed, convert_with_litert, litert_available, require_litert
+from mobilekit.converters.metadata import SIDECAR_SCHEMA, artefact_stem, sha256_file, sidecar_path, tool_versions
+from mobilekit.converters.onnx_export import INPUT_NAME, check_onnx, export_onnx, prepare_deploy_module, simplify_onnx
 from mobilekit.converters.tflite_export import convert_to_tflite
-from mobilekit.converters.variants import (
-    FORMATS,
-    INT8_VARIANTS,
-    TFLITE_KINDS,
-    TFLITE_VARIANTS,
-    VARIANT,
-    artefact_path,
-    converter_variant,
-)
+from mobilekit.converters.variants import FORMATS, INT8_VARIANTS, TFLITE_CONVERTERS, TFLITE_KINDS, TFLITE_VARIANTS, VARIANT, artefact_path, converter_variant
 from mobilekit.errors import MobilekitError
 from mobilekit.families import family_of
 from mobilekit.models import FaceDetector
 
 DEFAULT_FORMATS = ("onnx", "onnx_sim", "fp32", "fp16")
-CONVERTER_CHOICES = ("onnx2tf", "litert", "both")
+CONVERTER_CHOICES = (*TFLITE_CONVERTERS, "both")
 LITERT_INT8_NOTE = (
     "int8 and int8_full come from onnx2tf: litert-torch's post-training int8 (ai-edge-quantizer) makes int8 "
     "input tensors, not the float32 / uint8 contract"
@@ -65,7 +50,7 @@ def resolve_formats(
             formats += ["fp32", "fp16"]
         if int8:
             formats += INT8_VARIANTS
-    converters = ("onnx2tf", "litert") if converter == "both" else (converter,)
+    converters = TFLITE_CONVERTERS if converter == "both" else (converter,)
     resolved = [f for f in formats if f not in TFLITE_KINDS]
     for kind in (f for f in formats if f in TFLITE_KINDS):
         written = [v for c in converters if (v := converter_variant(kind, c))]

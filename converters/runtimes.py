@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mobilekit.converters.tflite_worker import SIGNATURE_KEY
+from mobilekit.converters.variants import SIGNATURE_KEY
 from mobilekit.errors import MobilekitError
 
 ORT_PROVIDERS = {

@@ -20,9 +20,7 @@ import numpy as np
 
 from mobilekit.converters import activation_ranges
 from mobilekit.converters.child_job import serve_job
-from mobilekit.converters.variants import INT8_VARIANTS, VARIANT
-
-SIGNATURE_KEY = "serving_default"
+from mobilekit.converters.variants import INT8_VARIANTS, SIGNATURE_KEY, VARIANT
 
 
 class WorkerError(Exception):
@@ -325,12 +323,11 @@ def _detection_target(job: dict, calibrated: bytes, calib: np.ndarray):
     (recall and precision against the float graph) on the calibration photos; and the trial log."""
     from tensorflow.lite.python.convert import mlir_quantize
 
-    from mobilekit.config import DeployConfig
     from mobilekit.converters.parity import int8_faces_summary
     from mobilekit.converters.runtimes import TFLiteRuntime
-    from mobilekit.families import family_of
+    from mobilekit.families import deploy_from_dict, family_of
 
-    deploy = DeployConfig.from_dict(job["deploy"])
+    deploy = deploy_from_dict(job["deploy"])
     tolerance = family_of(deploy).parity_tolerance(deploy)
     reference = [_onnx_reference(job["onnx_path"], job["input_name"], image[None]) for image in calib]
     trials: list[dict] = []
@@ -347,22 +344,27 @@ def _detection_target(job: dict, calibrated: bytes, calib: np.ndarray):
     return meets, trials
 
 
+def op_counts(path: str) -> dict[str, int]:
+    """How many times each TFLite operator occurs in the file, by name."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops: dict[str, int] = {}
+    for op in Interpreter(model_path=path)._get_ops_details():
+        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+    return dict(sorted(ops.items()))
+
+
 def analyze_tflite(path: str) -> dict:
     """Op list (from the interpreter) and TensorFlow's analyzer report with GPU-delegate compatibility."""
     import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         tf.lite.experimental.Analyzer.analyze(model_path=path, gpu_compatibility=True)
     report = buffer.getvalue()
-    interpreter = Interpreter(model_path=path)
-    ops: dict[str, int] = {}
-    for op in interpreter._get_ops_details():
-        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
     warnings = [line.strip() for line in report.splitlines() if "GPU COMPATIBILITY WARNING" in line or "not supported by GPU" in line]
     return {
-        "ops": dict(sorted(ops.items())),
+        "ops": op_counts(path),
         "gpu_delegate_compatible": not warnings and "compatible with GPU delegate" in report,
         "gpu_compatibility_warnings": warnings,
         "analyzer_report": report.replace(path, Path(path).name),

@@ -48,6 +48,7 @@ _ONNX2TF_VARIANTS: tuple[ExportVariant, ...] = (
 # converts the PyTorch model directly with litert-torch (same contract, ``_litert`` suffix). litert-torch's
 # post-training int8 (ai-edge-quantizer) gives int8 inputs, not the float32/uint8 contract: int8 stays onnx2tf's.
 TFLITE_CONVERTERS = ("onnx2tf", "litert")
+SIGNATURE_KEY = "serving_default"  # the signature every TFLite file is read through: inputs and outputs by name
 CONVERTER_SUFFIX = {"onnx2tf": "", "litert": "_litert"}
 LITERT_KINDS = ("fp32", "fp16")
 

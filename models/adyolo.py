@@ -13,7 +13,7 @@
   landmarks 10, class 1), YOLOv5-Face anchors of its 4-level (P6) configuration.
 
 Input: RGB / 255, letterboxed (pad 114). Export output ``predictions`` [B, N, 16], decoded in the
-graph by :func:`mobilekit.yolo_decode.decode_levels` (coordinates normalised to the input size).
+graph by :func:`mobilekit.families.yolo.decode.decode_levels` (coordinates normalised to the input size).
 
 592,236 parameters (body 213,072); 0.99 GMACs at 640x640 (MACs of convolutions and linear layers).
 """
@@ -26,12 +26,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mobilekit.config import DeployConfig, YoloAnchorConfig
+from mobilekit.config import DeployConfig
+from mobilekit.families.yolo.anchors import YoloAnchorConfig
+from mobilekit.families.yolo.decode import CLS_INDEX, OBJ_INDEX, VALUES_PER_ANCHOR, YoloRawOutputs, decode_levels
 from mobilekit.models.attention import CBAM
 from mobilekit.models.base import FaceDetector
 from mobilekit.models.mobilenet import MobileNetV1Backbone
 from mobilekit.models.registry import register_model
-from mobilekit.yolo_decode import CLS_INDEX, OBJ_INDEX, VALUES_PER_ANCHOR, YoloRawOutputs, decode_levels
 
 # YOLOv5-Face's 4-level anchors (yolov5s6 face config), one level per stride 4/8/16/32.
 ADYOLO_ANCHORS = YoloAnchorConfig(
@@ -131,9 +132,9 @@ class ADYOLOv5Face(FaceDetector):
         deploy: DeployConfig | None = None,
     ) -> None:
         super().__init__(deploy or adyolo_deploy_config())
-        anchors = self.deploy.yolo_anchors
+        anchors = self.deploy.anchors
         if anchors is None or len(anchors.strides) != 4:
-            raise ValueError("ADYOLOv5Face needs a deploy config with 4-level yolo_anchors")
+            raise ValueError("ADYOLOv5Face needs a deploy config with 4-level YOLO grid anchors")
         self.body = MobileNetV1Backbone()
         stride4_channels = self.body.stage1[STRIDE4_TAP][3].out_channels  # its pointwise conv
         in_channels = (stride4_channels, *self.body.out_channels)
@@ -145,7 +146,7 @@ class ADYOLOv5Face(FaceDetector):
     @torch.no_grad()
     def _init_head_biases(self) -> None:
         """YOLOv5 prior: ~8 objects per 640x640 image, class probability 0.6."""
-        anchors = self.deploy.yolo_anchors
+        anchors = self.deploy.anchors
         for head, stride in zip(self.heads, anchors.strides):
             bias = head.bias.view(anchors.anchors_per_location, VALUES_PER_ANCHOR)
             bias[:, OBJ_INDEX] += math.log(8 / (640 / stride) ** 2)
@@ -165,7 +166,7 @@ class ADYOLOv5Face(FaceDetector):
         return YoloRawOutputs(tuple(head(f) for head, f in zip(self.heads, features)), (int(x.shape[-2]), int(x.shape[-1])))
 
     def deploy_outputs(self, raw: YoloRawOutputs) -> tuple[torch.Tensor]:
-        return (decode_levels(raw.levels, self.deploy.yolo_anchors, raw.input_hw),)
+        return (decode_levels(raw.levels, self.deploy.anchors, raw.input_hw),)
 
     def component_modules(self) -> dict[str, nn.Module]:
         neck = self.neck
@@ -190,7 +191,7 @@ def adyolo_deploy_config() -> DeployConfig:
         decoder="yolo",
         output_names=("predictions",),
         nms_iou=0.5,
-        yolo_anchors=ADYOLO_ANCHORS,
+        anchors=ADYOLO_ANCHORS,
     )
 
 

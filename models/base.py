@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mobilekit.config import DeployConfig
+from mobilekit.families import with_family_anchors
 
 
 class FaceDetector(nn.Module):
@@ -21,7 +22,7 @@ class FaceDetector(nn.Module):
 
     def __init__(self, deploy: DeployConfig) -> None:
         super().__init__()
-        self.deploy = deploy
+        deploy = self.deploy = with_family_anchors(deploy)
         order = deploy.channel_order.upper()
         if sorted(order) != ["B", "G", "R"]:
             raise ValueError(f"channel_order must be a permutation of RGB, got {deploy.channel_order!r}")

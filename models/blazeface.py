@@ -30,8 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mobilekit.config import DeployConfig, SsdAnchorConfig
+from mobilekit.config import DeployConfig
 from mobilekit.errors import MobilekitError
+from mobilekit.families.blazeface.anchors import SsdAnchorConfig
 from mobilekit.models.base import FaceDetector
 from mobilekit.models.registry import register_model
 
@@ -255,7 +256,7 @@ def blazeface_deploy_config(variant: str) -> DeployConfig:
         score_threshold=spec["min_score"],
         nms_iou=0.3,
         max_stride=spec["max_stride"],
-        ssd_anchors=spec["anchors"],
+        anchors=spec["anchors"],
         # int8: the heads and the reshapes/concatenations after them stay float. One int8 scale per output
         # spans the hopeless anchors' values (logits to -600): 2.2 logits per step, 6 false faces on 3 photos.
         int8_keep_float=("outputs", *spec.get("keep_float", ())),

@@ -55,7 +55,7 @@ class FeatherFace(FaceDetector):
         self.ssh1 = SSH(channels, channels, deform_conv_bn)
         self.ssh2 = SSH(channels, channels, deform_conv_bn)
         self.ssh3 = SSH(channels, channels, deform_conv_bn)
-        for name, heads in multitask_heads(channels, self.deploy.priors.anchors_per_location).items():
+        for name, heads in multitask_heads(channels, self.deploy.anchors.anchors_per_location).items():
             setattr(self, name, heads)
 
     @staticmethod

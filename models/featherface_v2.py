@@ -54,7 +54,7 @@ class FeatherFaceV2(FaceDetector):
         self.bifpn = bifpn(channels, self.body.out_channels, bifpn_cells)
         self.cbam = CBAM(channels, reduction=32)
         self.ssh = nn.ModuleList(grouped_ssh(channels, groups) for _ in range(NUM_LEVELS))
-        num_anchors = self.deploy.priors.anchors_per_location
+        num_anchors = self.deploy.anchors.anchors_per_location
         self.ClassHead = Head1x1(channels, num_anchors, 2)
         self.BboxHead = Head1x1(channels, num_anchors, 4)
         self.LandmarkHead = Head1x1(channels, num_anchors, 10)

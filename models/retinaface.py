@@ -79,7 +79,7 @@ class RetinaFaceMobileNet(FaceDetector):
         self.ssh1 = SSH(out_channels, out_channels)
         self.ssh2 = SSH(out_channels, out_channels)
         self.ssh3 = SSH(out_channels, out_channels)
-        num_anchors = self.deploy.priors.anchors_per_location
+        num_anchors = self.deploy.anchors.anchors_per_location
         for name, heads in multitask_heads(out_channels, num_anchors).items():
             setattr(self, name, heads)
 

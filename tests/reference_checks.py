@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
-
-import copy
 
 import numpy as np
 import torch
 
 from mobilekit.box_coder import box_iou
+from mobilekit.families.retinaface.priors import prior_boxes
 from mobilekit.image_io import read_image, to_nchw
 from mobilekit.inference import detect_image, run_model
 from mobilekit.models import FaceDetector
-from mobilekit.priors import prior_boxes
 
 
 def assert_reproduces_raw_outputs(
@@ -28,7 +27,7 @@ def assert_reproduces_raw_outputs(
         tol = atol_landmarks if ours == "landmarks" and atol_landmarks is not None else atol
         err = np.abs(outputs[ours].numpy() - raw[theirs]).max()
         assert err <= tol, f"{name} {ours}: max abs error {err} > {tol}"
-    np.testing.assert_array_equal(prior_boxes(model.deploy.priors, image.shape[:2]), raw["priors"])
+    np.testing.assert_array_equal(prior_boxes(model.deploy.anchors, image.shape[:2]), raw["priors"])
 
 
 def assert_reproduces_detections(model: FaceDetector, shared: Path, name: str) -> None:

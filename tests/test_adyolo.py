@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from mobilekit.checkpoint import load_backbone
-from mobilekit.config import YoloAnchorConfig
+from mobilekit.detections import PostprocessConfig
 from mobilekit.families import decode_outputs, family_of
+from mobilekit.families.yolo.anchors import YoloAnchorConfig
+from mobilekit.families.yolo.decode import decode_levels, level_sizes, num_predictions, yolo_detections
+from mobilekit.families.yolo.loss import YoloFaceLoss, bbox_ciou
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import detect_image, run_model
 from mobilekit.models import DeployModule, create_model
 from mobilekit.models.adyolo import ADYOLO_ANCHORS, ADYOLOv5Face
-from mobilekit.detections import PostprocessConfig
 from mobilekit.profiling import cost_breakdown, count_params
-from mobilekit.training.yolo_loss import YoloFaceLoss, bbox_ciou
-from mobilekit.yolo_decode import decode_levels, level_sizes, num_predictions, yolo_detections
 
 ADYOLO_PARAMS = 592_236
 
@@ -45,7 +45,7 @@ def test_size_config_and_output_layout(model):
     assert (deploy.channel_order, deploy.mean, deploy.std) == ("RGB", (0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
     assert (deploy.resize, deploy.pad_value, deploy.decoder, deploy.output_names) == ("letterbox", 114.0, "yolo", ("predictions",))
     meta = json.loads(json.dumps(deploy.to_dict()))
-    assert meta["yolo_anchors"]["strides"] == [4, 8, 16, 32] and meta["yolo_anchors"]["anchors_wh"][0][0] == [6, 7]
+    assert meta["anchors"]["strides"] == [4, 8, 16, 32] and meta["anchors"]["anchors_wh"][0][0] == [6, 7]
     x = torch.rand(2, 3, 100, 132) * 255  # not a multiple of 32: ceil-sized levels
     with torch.no_grad():
         raw = model(x)

@@ -13,18 +13,17 @@ import pytest
 import torch
 
 from mobilekit.box_coder import box_iou
-from mobilekit.blazeface_decode import blazeface_detections, ssd_anchors
 from mobilekit.checkpoint import atomic_save, load_weights
-from mobilekit.config import SsdAnchorConfig
 from mobilekit.errors import MobilekitError
 from mobilekit.families import family_of
+from mobilekit.families.blazeface.anchors import SsdAnchorConfig
+from mobilekit.families.blazeface.decode import blazeface_detections, ssd_anchors
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import detect_image, load_model, run_model
 from mobilekit.models import create_model
 from mobilekit.models.blazeface import GOOGLE_WEIGHTS
 from mobilekit.models.tflite_weights import TfliteGraph
 from mobilekit.nms import weighted_nms
-from mobilekit.detections import PostprocessConfig
 from tests.reference_checks import assert_folding_is_exact
 
 GOOGLE_FILES = GOOGLE_WEIGHTS
@@ -141,7 +140,7 @@ def test_weighted_nms_blends_overlapping_boxes():
 def test_decode_numpy_equals_torch_and_clips_scores(blazeface, shared):
     image = model_inputs(blazeface, shared)[1]
     outputs = {k: v[0] for k, v in run_model(blazeface, to_nchw(image)).items()}
-    anchors = ssd_anchors(blazeface.deploy.ssd_anchors, blazeface.deploy.input_size)
+    anchors = ssd_anchors(blazeface.deploy.anchors, blazeface.deploy.input_size)
     cfg = family_of(blazeface.deploy).postprocess(blazeface.deploy)
     a = blazeface_detections(outputs["regressors"], outputs["classificators"], anchors, blazeface.deploy.input_size, cfg)
     b = blazeface_detections(outputs["regressors"].numpy(), outputs["classificators"].numpy(), anchors, blazeface.deploy.input_size, cfg)

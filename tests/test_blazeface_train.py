@@ -11,19 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from mobilekit.blazeface_decode import ssd_anchor_scales, ssd_anchors
 from mobilekit.box_coder import box_iou
 from mobilekit.config import LANDMARK_NAMES
 from mobilekit.data.dataset import FaceDataset, detection_collate
 from mobilekit.data.labels import read_labels
-from mobilekit.families import family_of
+from mobilekit.families import build_criterion, family_of
+from mobilekit.families.blazeface.decode import ssd_anchor_scales, ssd_anchors
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import detect_image, load_model
 from mobilekit.models import create_model
 from mobilekit.models.blazeface import GOOGLE_WEIGHTS
 from mobilekit.training import TrainConfig, train
-from mobilekit.training.losses import build_criterion
-
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +69,14 @@ def test_label_landmarks_become_the_familys_keypoints(synth):
 
 
 def test_anchor_slot_scales_follow_mediapipes_calculator():
-    short = create_model("blazeface_short").deploy.ssd_anchors
+    short = create_model("blazeface_short").deploy.anchors
     scales = ssd_anchor_scales(short, (128, 128))
     assert scales.shape == (len(ssd_anchors(short, (128, 128))),)
     layer = [short.min_scale + (short.max_scale - short.min_scale) * i / 3 for i in range(4)]
     np.testing.assert_allclose(scales[:2], [layer[0], math.sqrt(layer[0] * layer[1])], rtol=1e-6)  # a 16x16 cell
     expected_8x8 = [layer[1], math.sqrt(layer[1] * layer[2]), layer[2], math.sqrt(layer[2] * layer[3]), layer[3], math.sqrt(layer[3])]
     np.testing.assert_allclose(scales[512:518], expected_8x8, rtol=1e-6)
-    full = create_model("blazeface_full").deploy.ssd_anchors
+    full = create_model("blazeface_full").deploy.anchors
     np.testing.assert_allclose(ssd_anchor_scales(full, (192, 192)), (full.min_scale + full.max_scale) / 2)
 
 

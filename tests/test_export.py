@@ -57,7 +57,7 @@ def test_sidecars_describe_the_contract(retinaface_export):
         assert meta["model"]["name"] == "retinaface_mnet025"
         assert meta["model"]["parameters"] == 426_608
         assert meta["model"]["random_init"] is False
-        assert meta["anchors"] == deploy.priors.to_dict()
+        assert meta["anchors"] == deploy.anchors.to_dict()
         assert meta["deploy"] == json.loads(json.dumps(deploy.to_dict()))
         assert {"torch", "onnx", "onnx2tf", "tensorflow"} <= set(meta["versions"])
         spec = meta["input"]

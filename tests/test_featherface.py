@@ -92,12 +92,12 @@ def test_eval_batch_independent_and_train_step_at_batch_one(name):
 
 
 def test_odd_input_sizes_give_one_prediction_per_prior():
-    from mobilekit.priors import prior_boxes
+    from mobilekit.families.retinaface.priors import prior_boxes
 
     model = create_model("featherface_v1_cbam").eval()
     with torch.no_grad():
         loc, conf, lms = model(torch.rand(1, 3, 100, 75) * 255)
-    assert loc.shape[1] == conf.shape[1] == lms.shape[1] == prior_boxes(model.deploy.priors, (100, 75)).shape[0]
+    assert loc.shape[1] == conf.shape[1] == lms.shape[1] == prior_boxes(model.deploy.anchors, (100, 75)).shape[0]
 
 
 def test_folding_preprocessing_is_exact(featherface):

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from mobilekit.checkpoint import load_backbone, read_state_dict
+from mobilekit.families.retinaface.priors import num_priors
 from mobilekit.image_io import read_image
 from mobilekit.inference import detect_image
 from mobilekit.models import create_model
 from mobilekit.models.featherface_v2 import FeatherFaceV2
 from mobilekit.models.layers import SSH
-from mobilekit.priors import num_priors
 from mobilekit.profiling import cost_breakdown, count_params
 
 V2_PARAMS = 259_480
@@ -40,7 +40,7 @@ def test_outputs_have_v1_layout_on_retinaface_priors(model):
     with torch.no_grad():
         loc, conf, landmarks = model(x)
         deployed = model.deploy_outputs((loc, conf, landmarks))
-    n = num_priors(model.deploy.priors, (96, 160))
+    n = num_priors(model.deploy.anchors, (96, 160))
     assert loc.shape == (2, n, 4) and conf.shape == (2, n, 2) and landmarks.shape == (2, n, 10)
     assert model.deploy.name == "featherface_v2" and model.deploy.decoder == "retinaface"
     assert model.deploy.output_names == ("loc", "conf", "landmarks")

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mobilekit.box_coder import box_iou, decode_boxes, decode_landmarks, encode_boxes, encode_landmarks
-from mobilekit.config import PriorConfig
+from mobilekit.detections import PostprocessConfig
+from mobilekit.families.retinaface.decode import decode_detections
+from mobilekit.families.retinaface.priors import PriorConfig, feature_map_sizes, num_priors, prior_boxes, prior_boxes_torch
 from mobilekit.nms import nms, nms_on_device
-from mobilekit.postprocess import PostprocessConfig, decode_detections
-from mobilekit.priors import feature_map_sizes, num_priors, prior_boxes, prior_boxes_torch
 
 CFG = PriorConfig()
 

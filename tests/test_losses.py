@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mobilekit.config import PriorConfig
+from mobilekit.families import build_criterion
+from mobilekit.families.retinaface.loss import MultiBoxLoss
+from mobilekit.families.retinaface.matching import match_targets
+from mobilekit.families.retinaface.priors import PriorConfig, prior_boxes_torch
 from mobilekit.models import create_model
-from mobilekit.priors import prior_boxes_torch
-from mobilekit.training.losses import MultiBoxLoss, build_criterion
-from mobilekit.training.matching import match_targets
 
 VARIANCES = (0.1, 0.2)
 

@@ -15,16 +15,16 @@ from mobilekit.box_coder import box_iou
 from mobilekit.config import LANDMARK_NAMES
 from mobilekit.converters.metadata import sha256_file
 from mobilekit.converters.runtimes import TFLiteRuntime
+from mobilekit.detections import Detections
 from mobilekit.errors import MobilekitError
+from mobilekit.families import decode_outputs, family_of
+from mobilekit.families.retinaface.priors import prior_boxes
 from mobilekit.flutter import reference_decoder as ref
 from mobilekit.flutter.package import package_export
 from mobilekit.flutter.tflite_metadata import embed_metadata, read_embedded_metadata
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import load_model, run_model
-from mobilekit.families import decode_outputs, family_of
 from mobilekit.models import create_model
-from mobilekit.detections import Detections
-from mobilekit.priors import prior_boxes
 
 FACE_SCORE = 0.5
 
@@ -138,31 +138,31 @@ def test_anchors_json_holds_the_priors_in_output_row_order(retinaface_packages):
     doc = json.loads((folder / "anchors.json").read_text())
     meta = json.loads((folder / "model_meta.json").read_text())
     deploy = create_model("retinaface_mnet025").deploy
-    priors = prior_boxes(deploy.priors, (640, 640))
+    priors = prior_boxes(deploy.anchors, (640, 640))
     assert doc["layout"] == "cx,cy,w,h" and doc["normalized"] is True and doc["input_size"] == [640, 640]
     assert doc["min_sizes"] == [[16, 32], [64, 128], [256, 512]] and doc["steps"] == [8, 16, 32] and doc["variances"] == [0.1, 0.2]
     np.testing.assert_array_equal(ref.load_anchors(doc), priors)
-    np.testing.assert_array_equal(ref.generate_anchors(deploy.priors, (640, 640)), priors)
+    np.testing.assert_array_equal(ref.generate_anchors(deploy.anchors, (640, 640)), priors)
     rows = {o["name"]: o["shape"][1] for o in meta["outputs"]}
     assert rows == {"loc": len(priors), "conf": len(priors), "landmarks": len(priors)}
 
 
 def test_yolo_models_get_a_grid_anchor_description():
-    from mobilekit.yolo_decode import num_predictions
+    from mobilekit.families.yolo.decode import num_predictions
 
     deploy = create_model("adyolov5_face").deploy
     doc = family_of(deploy).anchors_document(deploy, (640, 640))
     assert doc["layout"] == "yolo_grid" and doc["decoded_in_graph"] is True
-    assert doc["strides"] == list(deploy.yolo_anchors.strides)
-    assert doc["count"] == num_predictions(deploy.yolo_anchors, (640, 640))
-    assert [list(s) for s in doc["grid_sizes"]] == [[640 // s, 640 // s] for s in deploy.yolo_anchors.strides]
+    assert doc["strides"] == list(deploy.anchors.strides)
+    assert doc["count"] == num_predictions(deploy.anchors, (640, 640))
+    assert [list(s) for s in doc["grid_sizes"]] == [[640 // s, 640 // s] for s in deploy.anchors.strides]
 
 
 @pytest.mark.slow
 def test_yolo_export_packages_with_its_grid_and_in_graph_decode(random_export_factory, tmp_path):
     """A random-weight export, never checked by parity: packaged with --unverified, which model_meta.json and
     the README say; its metadata names the YOLO grid and no RetinaFace prior anywhere."""
-    from mobilekit.yolo_decode import num_predictions
+    from mobilekit.families.yolo.decode import num_predictions
 
     export_dir = random_export_factory("adyolov5_face")
     folder = package_export(export_dir, tmp_path / "yolo", unverified=True)
@@ -175,7 +175,7 @@ def test_yolo_export_packages_with_its_grid_and_in_graph_decode(random_export_fa
     sidecar = json.loads((export_dir / "adyolov5_face_256_fp32.json").read_text())
     for text in (json.dumps(sidecar), json.dumps(meta), json.dumps(doc)):
         assert "min_sizes" not in text and "retinaface_priors" not in text and "variances" not in text
-    assert doc["layout"] == "yolo_grid" and doc["count"] == num_predictions(deploy.yolo_anchors, (256, 256))
+    assert doc["layout"] == "yolo_grid" and doc["count"] == num_predictions(deploy.anchors, (256, 256))
     assert meta["decoder"]["kind"] == "yolo" and meta["decoder"]["nms_offset"] == 0.0
     assert meta["input"]["resize"] == {**meta["input"]["resize"], "mode": "letterbox", "pad_value": 114.0}
     golden = {name: np.load(folder / rel) for name, rel in meta["golden"]["outputs"].items()}

@@ -8,17 +8,9 @@ import numpy as np
 import pytest
 
 from mobilekit.converters.float_criterion import FloatCriterion, RoundingPath
-from mobilekit.converters.parity import (
-    MIN_REFERENCE_FACES,
-    ArtefactParity,
-    check_artefacts,
-    face_agreement,
-    judge,
-    summarize_faces,
-    tensor_metrics,
-)
-from mobilekit.families import ParityTolerance
+from mobilekit.converters.parity import MIN_REFERENCE_FACES, ArtefactParity, check_artefacts, face_agreement, judge, summarize_faces, tensor_metrics
 from mobilekit.detections import Detections
+from mobilekit.families.base import ParityTolerance
 
 
 def _artefact(report: dict, file: str) -> dict:

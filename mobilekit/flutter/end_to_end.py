@@ -1,9 +1,10 @@
 """End-to-end TFLite: RGB pixels in, at most K faces out, with decode and NMS inside the graph.
 
 The network part comes from the export's ONNX file through the same onnx2tf route and by-value
-output naming as ``mobilekit export`` (``converters.tflite_worker``); this module appends the
-RetinaFace decode (the math of :mod:`mobilekit.box_coder`, priors from :mod:`mobilekit.priors` as a
-constant), the score threshold and TFLite's built-in ``NON_MAX_SUPPRESSION_V5``. Outputs, by name in
+output naming as ``mobilekit export`` (``converters.tflite_worker.saved_model``); this module appends the
+family's decode in TensorFlow (``DetectorFamily.end_to_end_constants`` / ``end_to_end_decode``, e.g. the
+RetinaFace box coding against its priors as a constant), the score threshold and TFLite's built-in
+``NON_MAX_SUPPRESSION_V5``. Outputs, by name in
 the ``serving_default`` signature (TF Object Detection API convention):
 
 * ``boxes`` [1, K, 4] x1, y1, x2, y2 in model-input pixels, best first; rows past the count are 0
@@ -20,7 +21,6 @@ the export: the caller never imports it and onnx2tf's exits become errors.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -30,9 +30,9 @@ import numpy as np
 
 from mobilekit.config import DeployConfig
 from mobilekit.converters.child_job import last_log_line, run_child_job, serve_job
+from mobilekit.converters.variants import SIGNATURE_KEY
 from mobilekit.errors import MobilekitError
 from mobilekit.families import family_of
-from mobilekit.priors import prior_boxes
 
 OUTPUT_NAMES = ("boxes", "scores", "landmarks", "num_detections")
 END_TO_END_PRECISIONS = ("fp32", "fp16")
@@ -119,7 +119,6 @@ def build_end_to_end(
         "score_threshold": float(deploy.score_threshold if score_threshold is None else score_threshold),
         "nms_iou": float(deploy.nms_iou if nms_iou is None else nms_iou),
         "nms_offset": 0.0,
-        "variances": list(deploy.priors.variances),
         "input_hw": list(input_hw),
     }
     import onnx
@@ -127,10 +126,11 @@ def build_end_to_end(
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     with tempfile.TemporaryDirectory(prefix="mobilekit_e2e_") as work:
         work_dir = Path(work)
-        np.save(work_dir / "priors.npy", prior_boxes(deploy.priors, input_hw))
+        np.savez(work_dir / "constants.npz", **family_of(deploy).end_to_end_constants(deploy, input_hw))
         np.save(work_dir / "sample.npy", np.ascontiguousarray(sample, dtype=np.float32))
         job = {
             **settings,
+            "family": deploy.decoder,
             "onnx_path": str(onnx_path.resolve()),
             "input_name": graph.input[0].name,
             "work_dir": work,
@@ -164,10 +164,9 @@ def measure_overhead(plain_tflite: str | Path, end_to_end_tflite: str | Path, im
 
 
 # -- child process ---------------------------------------------------------------------------------
-def _end_to_end_module(tf, network, priors: np.ndarray, job: dict):
-    """A ``tf.Module`` whose ``serve`` runs ``network`` then decode, threshold and NMS."""
+def _end_to_end_module(tf, network, family, constants: dict[str, np.ndarray], job: dict):
+    """A ``tf.Module`` whose ``serve`` runs ``network`` then the family's decode, threshold and NMS."""
     height, width = job["input_hw"]
-    v0, v1 = job["variances"]
     k = job["max_detections"]
     input_name = job["input_name"]
 
@@ -175,32 +174,20 @@ def _end_to_end_module(tf, network, priors: np.ndarray, job: dict):
         def __init__(self) -> None:
             super().__init__()
             self.network = network
-            self.priors = tf.constant(priors)
-            self.box_scale = tf.constant([width, height] * 2, tf.float32)
-            self.points_scale = tf.constant([width, height] * 5, tf.float32)
 
         @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name=input_name)])
         def serve(self, images):
-            outputs = self.network.signatures["serving_default"](**{input_name: images})
-            loc, scores, pre = outputs["loc"][0], outputs["conf"][0, :, 1], outputs["landmarks"][0]
-            centers, sizes_p = self.priors[:, :2], self.priors[:, 2:]
-            # mobilekit.box_coder.decode_boxes / decode_landmarks, in TensorFlow
-            box_centers = centers + loc[:, :2] * v0 * sizes_p
-            box_sizes = sizes_p * tf.exp(loc[:, 2:] * v1)
-            top_left = box_centers - box_sizes / 2
-            boxes = tf.concat([top_left, top_left + box_sizes], axis=1) * self.box_scale
+            outputs = self.network.signatures[SIGNATURE_KEY](**{input_name: images})
+            boxes, scores, points = family.end_to_end_decode(tf, outputs, constants, (height, width))
             selected, selected_scores, count = tf.raw_ops.NonMaxSuppressionV5(
                 boxes=boxes, scores=scores, max_output_size=k, iou_threshold=job["nms_iou"],
                 score_threshold=job["score_threshold"], soft_nms_sigma=0.0, pad_to_max_output_size=True,
             )
             valid = tf.cast(tf.range(k) < count, tf.float32)
-            rows_pre = tf.gather(pre, selected)
-            rows_centers, rows_sizes = tf.gather(centers, selected), tf.gather(sizes_p, selected)
-            points = tf.concat([rows_centers + rows_pre[:, 2 * i : 2 * i + 2] * v0 * rows_sizes for i in range(5)], axis=1)
             return {
                 "boxes": tf.identity((tf.gather(boxes, selected) * valid[:, None])[None], name="boxes"),
                 "scores": tf.identity((selected_scores * valid)[None], name="scores"),
-                "landmarks": tf.identity((points * self.points_scale * valid[:, None])[None], name="landmarks"),
+                "landmarks": tf.identity((tf.gather(points, selected) * valid[:, None])[None], name="landmarks"),
                 "num_detections": tf.identity(tf.cast(tf.reshape(count, [1]), tf.float32), name="num_detections"),
             }
 
@@ -209,44 +196,26 @@ def _end_to_end_module(tf, network, priors: np.ndarray, job: dict):
 
 def _run_job(job: dict) -> dict:
     from mobilekit.converters import tflite_worker
+    from mobilekit.families import FAMILIES
 
     work = Path(job["work_dir"])
     sample = np.load(work / "sample.npy")
-    onnx2tf = tflite_worker._offline_onnx2tf(sample)
     start = time.perf_counter()
-    network = work / "network.onnx"
-    shutil.copyfile(job["onnx_path"], network)
-    mean = tflite_worker.split_input_mean(network)
-    try:
-        with tflite_worker._skip_onnx2tf_tflite_files():
-            onnx2tf.convert(
-                input_onnx_file_path=str(network),
-                output_folder_path=str(work / "onnx2tf"),
-                output_signaturedefs=True,
-                not_use_onnxsim=True,
-                verbosity="error",
-            )
-    except SystemExit as exc:
-        raise RuntimeError(f"onnx2tf stopped (exit {exc.code})") from None
-    reference = tflite_worker._onnx_reference(job["onnx_path"], job["input_name"], sample)
-    named = work / "named"
-    mapping = tflite_worker._named_saved_model(work / "onnx2tf", named, job["input_name"], list(sample.shape), reference, sample, mean)
+    named, network_result = tflite_worker.saved_model(job, sample)
 
     import tensorflow as tf
 
-    module = _end_to_end_module(tf, tf.saved_model.load(str(named)), np.load(work / "priors.npy"), job)
+    with np.load(work / "constants.npz") as stored:
+        constants = {name: stored[name] for name in stored.files}
+    module = _end_to_end_module(tf, tf.saved_model.load(str(named)), FAMILIES[job["family"]], constants, job)
     e2e_dir = work / "end_to_end"
-    tf.saved_model.save(module, str(e2e_dir), signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, str(e2e_dir), signatures={SIGNATURE_KEY: module.serve})
     Path(job["target"]).write_bytes(tflite_worker.convert_variant(e2e_dir, job["precision"], None))
     io_spec = tflite_worker.signature_io(job["target"])
     if sorted(io_spec["outputs"]) != sorted(OUTPUT_NAMES):
         raise RuntimeError(f"end-to-end signature outputs {sorted(io_spec['outputs'])} != {sorted(OUTPUT_NAMES)}")
-    from ai_edge_litert.interpreter import Interpreter
-
-    ops: dict[str, int] = {}
-    for op in Interpreter(model_path=job["target"])._get_ops_details():
-        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
-    return {"seconds": time.perf_counter() - start, "ops": dict(sorted(ops.items())), "output_mapping": mapping}
+    ops = tflite_worker.op_counts(job["target"])
+    return {"seconds": time.perf_counter() - start, "ops": ops, "output_mapping": network_result["output_mapping"]}
 
 
 def _reason(result: dict | None, log: str) -> str:

@@ -27,25 +27,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mobilekit.atomic import write_json_atomic
 from mobilekit.config import DeployConfig
-from mobilekit.data.synth import render_synthetic_image
 from mobilekit.converters.metadata import find_artefacts, sha256_file, sidecar_path, tool_versions
 from mobilekit.converters.parity_report import export_report_path
 from mobilekit.converters.runtimes import TFLiteRuntime
 from mobilekit.converters.variants import TFLITE_KINDS, VARIANT
-from mobilekit.atomic import write_json_atomic
+from mobilekit.data.synth import render_synthetic_image
+from mobilekit.detections import Detections
 from mobilekit.errors import CheckFailed, MobilekitError
-from mobilekit.flutter import end_to_end as e2e_graph
+from mobilekit.families import decode_outputs, deploy_from_dict, family_of
 from mobilekit.flutter import camera_input, reference_decoder, standard_metadata
+from mobilekit.flutter import end_to_end as e2e_graph
 from mobilekit.flutter.converter_choice import choose_converter
 from mobilekit.flutter.readme_template import APP_README, UNVERIFIED_NOTICE
-from mobilekit.flutter.verification import require_verified, verdict, verification_block
-from mobilekit.families import decode_outputs, family_of
 from mobilekit.flutter.tflite_metadata import METADATA_NAME, embed_metadata
+from mobilekit.flutter.verification import require_verified, verdict, verification_block
 from mobilekit.image_io import list_images, read_image, resize_to_input
 from mobilekit.package_data import DART_DECODER, copy_shipped_folder
 from mobilekit.paths import shared_dir
-from mobilekit.detections import Detections
 
 SCHEMA_VERSION = "mobilekit.flutter/1"
 SYNTHETIC_GOLDEN, SYNTHETIC_GOLDEN_SIZE = "synthetic_faces_seed0.png", 640  # the golden picture without shared photos
@@ -111,7 +111,7 @@ def decoder_settings(deploy: DeployConfig, input_hw: tuple[int, int], e2e: dict 
         nms_offset = post.nms_offset
     return {
         "kind": kind,
-        **({"variances": list(deploy.priors.variances)} if deploy.anchor_field == "priors" else {}),  # only priors have them
+        **family_of(deploy).decoder_fields(deploy),
         "score_threshold": score,
         "nms_iou": iou,
         "nms_offset": nms_offset,
@@ -259,7 +259,7 @@ def package_export(
     if len(candidates) == 1 and not unverified:
         require_verified(verdicts[tflite_path.name], export_dir)
     try:
-        deploy = DeployConfig.from_dict(meta["deploy"])
+        deploy = deploy_from_dict(meta["deploy"])
         input_hw = (int(meta["input_hw"][0]), int(meta["input_hw"][1]))
         model_meta = meta["model"]
     except (KeyError, TypeError, ValueError) as exc:

@@ -2,9 +2,9 @@
 
 Function for function what the app runs -- ``generateAnchors``, ``decode``, ``nms``,
 ``letterboxTransform``, ``undoLetterbox``, ``detect`` (``decodeYolo`` mirrors
-:func:`mobilekit.yolo_decode.yolo_detections`, ``decodeBlazeFace`` and ``weightedNms``
-:func:`mobilekit.blazeface_decode.blazeface_detections`) -- as a thin layer over the one implementation
-of each step (:mod:`mobilekit.priors`, :mod:`mobilekit.box_coder`, :mod:`mobilekit.nms`,
+:func:`mobilekit.families.yolo.decode.yolo_detections`, ``decodeBlazeFace`` and ``weightedNms``
+:func:`mobilekit.families.blazeface.decode.blazeface_detections`) -- as a thin layer over the one implementation
+of each step (:mod:`mobilekit.families.retinaface.priors`, :mod:`mobilekit.box_coder`, :mod:`mobilekit.nms`,
 :mod:`mobilekit.image_io`). No Dart SDK runs here, so this mirror plus the golden files is the
 tested contract: the packaged ``model.tflite`` + ``anchors.json`` + ``model_meta.json``, decoded
 with these functions, must reproduce PyTorch's faces.
@@ -17,12 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from mobilekit.box_coder import decode_boxes, decode_landmarks
-from mobilekit.config import PriorConfig
+from mobilekit.detections import Detections, PostprocessConfig
 from mobilekit.errors import MobilekitError
+from mobilekit.families.retinaface.priors import PriorConfig, prior_boxes
 from mobilekit.image_io import InputTransform, resize_to_input
 from mobilekit.nms import nms as greedy_nms
-from mobilekit.detections import Detections, PostprocessConfig
-from mobilekit.priors import prior_boxes
 
 
 @dataclass(frozen=True)
@@ -101,8 +100,8 @@ def nms(candidates: Detections, settings: DecoderSettings) -> Detections:
 def detect(outputs: dict[str, np.ndarray], anchors: np.ndarray | None, settings: DecoderSettings) -> Detections:
     """``detect``: one image's raw outputs by name (batch dimension allowed) -> faces in model-input pixels."""
     single = {name: value[0] if value.ndim == 3 else value for name, value in outputs.items()}
-    from mobilekit.blazeface_decode import blazeface_detections
-    from mobilekit.yolo_decode import yolo_detections
+    from mobilekit.families.blazeface.decode import blazeface_detections
+    from mobilekit.families.yolo.decode import yolo_detections
 
     decoders = {  # the decoder kinds of model_meta.json, as the Dart decoder's switch
         "retinaface": lambda: nms(decode(single["loc"], single["conf"], single["landmarks"], anchors, settings), settings),
@@ -140,7 +139,7 @@ def undo_letterbox(faces: Detections, transform: InputTransform) -> Detections:
 
 
 def postprocess_config(settings: DecoderSettings) -> PostprocessConfig:
-    """The :class:`PostprocessConfig` that makes ``mobilekit.postprocess`` decode like ``settings``."""
+    """The :class:`PostprocessConfig` that makes ``mobilekit.families.retinaface.decode`` decode like ``settings``."""
     return PostprocessConfig(
         conf_threshold=settings.score_threshold,
         nms_iou=settings.nms_iou,

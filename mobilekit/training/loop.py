@@ -23,10 +23,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mobilekit.atomic import write_json_atomic
-from mobilekit.config import DeployConfig
 from mobilekit.checkpoint import atomic_save, load_backbone, load_partial, load_weights
+from mobilekit.config import DeployConfig
 from mobilekit.errors import MobilekitError
-from mobilekit.families import family_of
+from mobilekit.families import build_criterion, family_of
 from mobilekit.inference import resolve_device
 from mobilekit.models import create_model
 from mobilekit.training.autobatch import auto_batch_size
@@ -35,7 +35,6 @@ from mobilekit.training.config import DEFAULT_IMGSZ, TrainConfig
 from mobilekit.training.distill import DistillationLoss, default_teacher_model
 from mobilekit.training.distributed import DistInfo, all_finite, barrier, cleanup, init_distributed
 from mobilekit.training.ema import ModelEMA
-from mobilekit.training.losses import build_criterion
 from mobilekit.training.run_log import RunLog
 
 LAST, BEST, BEST_WEIGHTS = "last.pt", "best.pt", "best_weights.pth"
@@ -192,7 +191,7 @@ class Trainer:
         name = cfg.teacher_model or default_teacher_model(cfg.model)
         teacher = create_model(name)
         report = load_weights(teacher, cfg.teacher)
-        if teacher.deploy.priors != self.model.deploy.priors:
+        if teacher.deploy.anchors != self.model.deploy.anchors:
             raise MobilekitError(f"teacher {name} and student {cfg.model} use different priors; distillation needs the same")
         teacher = teacher.eval().to(self.device)
         if self.channels_last:

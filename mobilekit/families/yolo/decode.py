@@ -26,9 +26,9 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from mobilekit.config import YoloAnchorConfig
-from mobilekit.nms import nms
 from mobilekit.detections import Detections, PostprocessConfig
+from mobilekit.families.yolo.anchors import YoloAnchorConfig
+from mobilekit.nms import nms
 
 VALUES_PER_ANCHOR = 16
 OBJ_INDEX = 4

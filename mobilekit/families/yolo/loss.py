@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mobilekit.yolo_decode import CLS_INDEX, LANDMARK_SLICE, OBJ_INDEX, VALUES_PER_ANCHOR, YoloRawOutputs
+from mobilekit.families.yolo.anchors import YoloAnchorConfig
+from mobilekit.families.yolo.decode import CLS_INDEX, LANDMARK_SLICE, OBJ_INDEX, VALUES_PER_ANCHOR, YoloRawOutputs
 
 ANCHOR_T = 4.0
 BOX_GAIN, OBJ_GAIN, CLS_GAIN, LANDMARK_GAIN = 0.05, 1.0, 0.5, 0.005  # YOLOv5-Face hyp.scratch
@@ -50,7 +51,7 @@ def wing_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w: f
 
 
 class YoloFaceLoss(nn.Module):
-    """``loss(raw_outputs, targets) -> (total, parts)`` for a model whose ``deploy.yolo_anchors`` is set.
+    """``loss(raw_outputs, targets) -> (total, parts)`` for a model whose ``deploy.anchors`` are YOLO grid anchors.
 
     ``targets``: per image ``[K, 15]`` rows ``x1, y1, x2, y2, l0x, l0y, ..., l4x, l4y, has_landmarks``
     normalised to 0..1 over the model input, ``has_landmarks`` 1 or -1.
@@ -58,9 +59,9 @@ class YoloFaceLoss(nn.Module):
 
     def __init__(self, model: nn.Module, anchor_t: float = ANCHOR_T) -> None:
         super().__init__()
-        cfg = model.deploy.yolo_anchors
-        if cfg is None:
-            raise ValueError(f"{model.deploy.name} has no yolo_anchors; YoloFaceLoss is for decoder 'yolo'")
+        cfg = model.deploy.anchors
+        if not isinstance(cfg, YoloAnchorConfig):
+            raise ValueError(f"{model.deploy.name} has no YOLO grid anchors; YoloFaceLoss is for decoder 'yolo'")
         self.strides = tuple(cfg.strides)
         self.anchor_t = anchor_t
         self.balance = LEVEL_BALANCE[len(self.strides)]

@@ -1,4 +1,4 @@
-"""Training losses: the RetinaFace MultiBox loss and ``build_criterion`` choosing a model's loss.
+"""The RetinaFace MultiBox loss (Pytorch_Retinaface).
 
 Every criterion is called as ``criterion(raw_outputs, targets) -> (total, parts)`` with ``targets``
 a list of per-image ``[K, 4 + 2L + 1]`` tensors (normalised box, the family's L keypoints x/y, landmark flag;
@@ -11,9 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mobilekit.config import PriorConfig
-from mobilekit.priors import prior_boxes_torch
-from mobilekit.training.matching import MATCH_IOU, MatchedTargets, match_targets
+from mobilekit.families.retinaface.matching import MATCH_IOU, MatchedTargets, match_targets
+from mobilekit.families.retinaface.priors import PriorConfig, prior_boxes_torch
 
 NEG_POS_RATIO = 7
 LOC_WEIGHT = 2.0  # Pytorch_Retinaface train.py: loss = 2 * loss_l + loss_c + loss_landm
@@ -79,11 +78,3 @@ class MultiBoxLoss(nn.Module):
         loss_l, loss_c, loss_landm = multibox_terms(loc, conf, landmarks, self.match(targets), self.neg_pos_ratio)
         total = self.loc_weight * loss_l + loss_c + loss_landm
         return total, {"box": loss_l.detach(), "cls": loss_c.detach(), "landmarks": loss_landm.detach()}
-
-
-def build_criterion(model: nn.Module, image_size: tuple[int, int], loc_weight: float = LOC_WEIGHT) -> nn.Module:
-    """The training loss that ``model``'s family declares (MultiBox for RetinaFace heads, the YOLO face
-    loss for YOLO heads, :class:`~mobilekit.training.blazeface_loss.BlazeFaceLoss` for BlazeFace)."""
-    from mobilekit.families import family_of
-
-    return family_of(model.deploy).criterion(model, image_size, loc_weight)

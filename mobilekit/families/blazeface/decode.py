@@ -20,9 +20,9 @@ import math
 import numpy as np
 import torch
 
-from mobilekit.config import SsdAnchorConfig
-from mobilekit.nms import weighted_nms
 from mobilekit.detections import Detections, PostprocessConfig
+from mobilekit.families.blazeface.anchors import SsdAnchorConfig
+from mobilekit.nms import weighted_nms
 
 SCORE_CLIPPING = 100.0  # TensorsToDetectionsCalculator's score_clipping_thresh in face_detection.pbtxt
 BOX_COLUMNS = 4  # cx, cy, w, h before the keypoints

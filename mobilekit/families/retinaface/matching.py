@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from mobilekit.box_coder import box_iou, encode_boxes, encode_landmarks
+from mobilekit.targets import pad_targets
 
 MATCH_IOU = 0.35  # a prior is a face when its best IoU reaches this
 FORCE_MIN_IOU = 0.2  # a face is forced onto its best prior only when that IoU reaches this
@@ -30,20 +31,6 @@ class MatchedTargets:
 def point_form(priors: torch.Tensor) -> torch.Tensor:
     """Priors (cx, cy, w, h) -> (x1, y1, x2, y2)."""
     return torch.cat([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], dim=1)
-
-
-def pad_targets(targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """List of ``[K_i, C]`` -> padded ``[B, K, C]`` and a validity mask ``[B, K]`` (K >= 1)."""
-    batch = len(targets)
-    width = targets[0].shape[1] if batch else 15
-    max_faces = max([1] + [int(t.shape[0]) for t in targets])
-    device = targets[0].device if batch else torch.device("cpu")
-    padded = torch.zeros(batch, max_faces, width, dtype=torch.float32, device=device)
-    valid = torch.zeros(batch, max_faces, dtype=torch.bool, device=device)
-    for i, t in enumerate(targets):
-        padded[i, : t.shape[0]] = t.float()
-        valid[i, : t.shape[0]] = True
-    return padded, valid
 
 
 def match_targets(

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from mobilekit.box_coder import decode_boxes, decode_landmarks
-from mobilekit.config import PriorConfig
 from mobilekit.detections import Detections, PostprocessConfig
+from mobilekit.families.retinaface.priors import PriorConfig
 from mobilekit.nms import nms
 
 

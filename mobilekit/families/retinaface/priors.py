@@ -1,13 +1,55 @@
-"""Prior boxes: the single implementation used by training, decoding, export metadata and Flutter."""
+"""RetinaFace's prior boxes: their description (:class:`PriorConfig`) and the single implementation used
+by training, decoding, export metadata and Flutter."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from mobilekit.config import PriorConfig
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """RetinaFace-style prior (anchor) boxes.
+
+    Per level ``i`` the feature map is ``ceil(H / steps[i]) x ceil(W / steps[i])``; each cell
+    carries one square prior per entry of ``min_sizes[i]``. Order: level -> row -> column -> size.
+    """
+
+    min_sizes: tuple[tuple[int, ...], ...] = ((16, 32), (64, 128), (256, 512))
+    steps: tuple[int, ...] = (8, 16, 32)
+    variances: tuple[float, float] = (0.1, 0.2)
+    clip: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.min_sizes) != len(self.steps):
+            raise ValueError(f"min_sizes has {len(self.min_sizes)} levels but steps has {len(self.steps)}")
+
+    @property
+    def anchors_per_location(self) -> int:
+        counts = {len(sizes) for sizes in self.min_sizes}
+        if len(counts) != 1:
+            raise ValueError(f"levels have different prior counts: {self.min_sizes}")
+        return counts.pop()
+
+    def to_dict(self) -> dict:
+        return {
+            "type": "retinaface_priors",
+            "min_sizes": [list(s) for s in self.min_sizes],
+            "steps": list(self.steps),
+            "variances": list(self.variances),
+            "clip": self.clip,
+            "order": "level -> row -> column -> min_size",
+            "layout": "cx,cy,w,h",
+            "normalized": True,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PriorConfig":
+        """Inverse of :meth:`to_dict` (extra descriptive keys are ignored)."""
+        return cls(tuple(tuple(s) for s in d["min_sizes"]), tuple(d["steps"]), tuple(d["variances"]), bool(d.get("clip", False)))
 
 
 def feature_map_sizes(cfg: PriorConfig, image_size: tuple[int, int]) -> list[tuple[int, int]]:

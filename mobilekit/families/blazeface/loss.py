@@ -1,12 +1,12 @@
 """BlazeFace's training loss: centre-sampled anchor matching, box/keypoint regression in input pixels,
 sigmoid scores with hard negatives.
 
-MediaPipe's anchors have a fixed size (w = h = 1, :mod:`mobilekit.blazeface_decode`): there is no anchor
+MediaPipe's anchors have a fixed size (w = h = 1, :mod:`mobilekit.families.blazeface.decode`): there is no anchor
 box to compute an IoU with, and the network regresses box sizes and keypoints in input pixels relative to
 the anchor centre. So:
 
 * matching: the network's anchor slots specialise in the sizes MediaPipe's calculator would give them
-  (:func:`~mobilekit.blazeface_decode.ssd_anchor_scales`; with Google's short-range weights a slot's box
+  (:func:`~mobilekit.families.blazeface.decode.ssd_anchor_scales`; with Google's short-range weights a slot's box
   regression collapses towards its scale), so a face only claims anchors whose scale is within
   ``SCALE_RATIO`` of its size (``sqrt(w * h)`` normalised), or of the nearest scale when none is; among
   those, the anchors whose centre lies in the face's central region (the box shrunk to ``CENTRE_FRACTION``
@@ -35,9 +35,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mobilekit.blazeface_decode import BOX_COLUMNS, ssd_anchor_scales, ssd_anchors
-from mobilekit.config import SsdAnchorConfig
-from mobilekit.training.matching import pad_targets
+from mobilekit.families.blazeface.anchors import SsdAnchorConfig
+from mobilekit.families.blazeface.decode import BOX_COLUMNS, ssd_anchor_scales, ssd_anchors
+from mobilekit.targets import pad_targets
 
 CENTRE_FRACTION = 0.5  # an anchor centre within the middle half of a face's box (each axis) is a positive
 SCALE_RATIO = 2**0.5  # a face claims the anchor slots whose scale is within half an octave of its size

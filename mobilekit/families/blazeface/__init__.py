@@ -1,0 +1,1 @@
+"""Family "blazeface": MediaPipe's BlazeFace (SSD anchors, weighted NMS)."""

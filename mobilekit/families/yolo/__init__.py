@@ -1,0 +1,1 @@
+"""Family "yolo": YOLOv5-Face grid anchors decoded inside the graph."""
