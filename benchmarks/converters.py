@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mobilekit.atomic import write_json_atomic
 from mobilekit.benchmarks.markdown import table
-from mobilekit.benchmarks.timing import interleaved_medians
+from mobilekit.timing import interleaved_medians
 from mobilekit.converters import build_source_model, check_artefacts, export_model, source_metadata
 from mobilekit.converters.metadata import read_sidecar
 from mobilekit.converters.parity import load_inputs

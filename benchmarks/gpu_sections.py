@@ -212,7 +212,7 @@ def train_eval(plan: CheckPlan, data: Path, out: Path, workers: int) -> dict:
 
 # -- (4) inference latency ----------------------------------------------------------------------------
 def _torch_latency(model_name: str, plan: CheckPlan, batch: int, fp16: bool) -> dict:
-    from mobilekit.benchmarks.timing import TimingConfig, measure
+    from mobilekit.timing import TimingConfig, measure
     from mobilekit.models import DeployModule, create_model
 
     if fp16 and plan.device != "cuda":
@@ -261,7 +261,7 @@ def _onnx_file(model_name: str, imgsz: int, onnx_dir: Path | None, scratch: Path
 def _ort_latency(path: Path, provider: str, plan: CheckPlan) -> dict:
     import numpy as np
 
-    from mobilekit.benchmarks.timing import TimingConfig, measure
+    from mobilekit.timing import TimingConfig, measure
     from mobilekit.converters.runtimes import OnnxRuntime
 
     if importlib.util.find_spec("onnxruntime") is None:

@@ -24,7 +24,7 @@ import numpy as np
 from mobilekit.benchmarks.arguments import Parser, existing_dir, existing_file, positive_int, thread_counts
 from mobilekit.benchmarks.hardware import machine_description
 from mobilekit.benchmarks.markdown import table, write_report
-from mobilekit.benchmarks.timing import interleaved_medians
+from mobilekit.timing import interleaved_medians
 from mobilekit.cli.export import parse_keep_float
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import list_images

@@ -21,7 +21,7 @@ import numpy as np
 from mobilekit.benchmarks.backends import Runner, RuntimeRunner, TorchRunner
 from mobilekit.benchmarks.cases import Case
 from mobilekit.benchmarks.hardware import THREAD_ENV
-from mobilekit.benchmarks.timing import TimingConfig, measure
+from mobilekit.timing import TimingConfig, measure
 from mobilekit.converters.runtimes import BackendUnavailable, OnnxRuntime, TFLiteRuntime
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import read_image, resize_to_input

@@ -28,7 +28,7 @@ import numpy as np
 from mobilekit.benchmarks.arguments import Parser, existing_file, positive_int, thread_counts
 from mobilekit.benchmarks.hardware import machine_description
 from mobilekit.benchmarks.markdown import table, write_report
-from mobilekit.benchmarks.timing import interleaved_medians
+from mobilekit.timing import interleaved_medians
 from mobilekit.converters.runtimes import OnnxRuntime, onnxruntime_options, outside_delegate
 
 

@@ -9,7 +9,7 @@ from typing import Callable
 from mobilekit.benchmarks.cases import Case
 from mobilekit.benchmarks.hardware import machine_description, matmul_peak
 from mobilekit.benchmarks.measure import MEMORY_METHOD, measure_case, measure_isolated
-from mobilekit.benchmarks.timing import TimingConfig
+from mobilekit.timing import TimingConfig
 from mobilekit.image_io import read_image
 
 SCHEMA = "mobilekit.benchmark/1"

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from mobilekit.benchmarks.hardware import THREAD_ENV
 from mobilekit.benchmarks.measure import child_entry, peak_rss_mb, rss_mb, run_child
-from mobilekit.benchmarks.timing import LatencyStats
+from mobilekit.timing import LatencyStats
 from mobilekit.errors import MobilekitError
 from mobilekit.families import build_criterion
 from mobilekit.models import create_model

@@ -291,7 +291,7 @@ def _speed_policy(job: dict, calibrated: bytes, calib: np.ndarray, declared: lis
     ``selective_int8.speed_layers``)."""
     from tensorflow.lite.python.convert import mlir_quantize
 
-    from mobilekit.benchmarks.timing import interleaved_medians
+    from mobilekit.timing import interleaved_medians
     from mobilekit.converters import selective_int8
     from mobilekit.converters.runtimes import TFLiteRuntime
 

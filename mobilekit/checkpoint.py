@@ -136,6 +136,18 @@ def load_partial(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     return report
 
 
+def read_training_checkpoint(path: str | os.PathLike) -> dict:
+    """A ``last.pt`` / ``best.pt`` written by ``mobilekit train`` (config, model, optimizer, epoch, ...); any other
+    file is a one-line :class:`CheckpointError` naming it."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable or not a checkpoint: the user's file to fix
+        raise CheckpointError(f"cannot resume from {path}: {exc}") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or "optimizer" not in ckpt or "epoch" not in ckpt:
+        raise CheckpointError(f"{path} is not a mobilekit training checkpoint (last.pt / best.pt)")
+    return ckpt
+
+
 def atomic_save(obj: object, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
     with atomic_path(path) as tmp:

@@ -1,5 +1,6 @@
-"""What every family's decode returns and takes: :class:`Detections` (faces in pixels) and
-:class:`PostprocessConfig` (score threshold, top-k, NMS settings)."""
+"""What every family's decode returns and takes: :class:`Detections` (faces in pixels),
+:class:`PostprocessConfig` (score threshold, top-k, NMS settings) and :class:`DecoderSettings` (the app's
+decoder settings, ``model_meta.json``'s ``decoder`` block, as the Dart decoder reads them)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from mobilekit.errors import MobilekitError
 
 
 @dataclass(frozen=True)
@@ -48,3 +51,46 @@ class Detections:
             }
             for box, score, lms in zip(d.boxes, d.scores, d.landmarks)
         ]
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """What ``detect`` needs besides the outputs; read from ``model_meta.json`` ("decoder")."""
+
+    kind: str  # a family's name, or "end_to_end"
+    input_hw: tuple[int, int]
+    variances: tuple[float, ...]  # the priors' box coding (RetinaFace kinds only)
+    score_clipping: float | None  # logits clipped to +-this before the sigmoid (BlazeFace); None: no clipping
+    score_threshold: float
+    nms_iou: float
+    nms_offset: float
+    pre_nms_top_k: int
+    max_detections: int
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "DecoderSettings":
+        try:
+            d = meta["decoder"]
+            return cls(
+                kind=d["kind"],
+                input_hw=tuple(meta["input"]["shape"][1:3]),
+                variances=tuple(d.get("variances", ())),
+                score_clipping=None if d.get("score_clipping") is None else float(d["score_clipping"]),
+                score_threshold=float(d["score_threshold"]),
+                nms_iou=float(d["nms_iou"]),
+                nms_offset=float(d["nms_offset"]),
+                pre_nms_top_k=int(d["pre_nms_top_k"]),
+                max_detections=int(d["max_detections"]),
+            )
+        except (KeyError, TypeError, IndexError) as exc:
+            raise MobilekitError(f"model_meta.json lacks decoder field {exc}") from None
+
+    def postprocess_config(self) -> PostprocessConfig:
+        """The :class:`PostprocessConfig` that makes the library's decode behave like these settings."""
+        return PostprocessConfig(
+            conf_threshold=self.score_threshold,
+            nms_iou=self.nms_iou,
+            pre_nms_top_k=self.pre_nms_top_k,
+            max_detections=self.max_detections,
+            nms_offset=self.nms_offset,
+        )

@@ -1,7 +1,8 @@
 """Files mobilekit ships inside its package, read through ``importlib.resources`` (never a checkout path):
 the same files in a wheel, an sdist's build, an editable install and a checkout.
 
-- ``flutter/dart/``: the Dart decoder every Flutter package gets as ``lib/``.
+- ``flutter/dart/``: the Dart decoder every Flutter package gets as ``lib/``; ``families/<family>/decoder.dart``:
+  each family's part of it (``DetectorFamily.dart_decoder``), copied as ``lib/family_decoder.dart``.
 - ``weights/``: the ImageNet MobileNetV1-0.25 backbone the embedded default starts from (Pytorch_Retinaface's
   pretraining, MIT, its licence beside it; made by ``tools/make_imagenet_backbone.py``).
 - ``native/arm_count_plugin.c``: the qemu TCG plugin ``mobilekit arm-setup`` builds (instructions per invoke on
@@ -42,6 +43,11 @@ def shipped_path(name: str) -> Path:
 def copy_shipped_folder(name: str, target: Path) -> None:
     """Copy the shipped folder ``name`` (recursively) to ``target``, which must not exist."""
     _copy(shipped(name), target)
+
+
+def copy_shipped_file(name: str, target: Path) -> None:
+    """Copy the shipped file ``name`` to ``target``."""
+    target.write_bytes(shipped(name).read_bytes())
 
 
 def _copy(source: Traversable, target: Path) -> None:

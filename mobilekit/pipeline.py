@@ -178,7 +178,7 @@ class Pipeline:
         from mobilekit.benchmarks.cases import plan_cases
         from mobilekit.benchmarks.report import plot_report, print_report, write_json
         from mobilekit.benchmarks.suite import run_suite
-        from mobilekit.benchmarks.timing import TimingConfig
+        from mobilekit.timing import TimingConfig
 
         cases = plan_cases([str(self.export_dir)], [(self.model_imgsz, self.model_imgsz)], [2], backends=("torch", "onnxruntime", "tflite"))
         image = sorted((self.data / "val" / "images").iterdir())[0]

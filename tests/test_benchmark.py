@@ -16,7 +16,7 @@ from mobilekit.benchmarks.cases import Case, plan_cases
 from mobilekit.benchmarks.measure import measure_case, measure_isolated
 from mobilekit.benchmarks.report import plot_report, read_json, write_json
 from mobilekit.benchmarks.suite import SCHEMA, add_compute, model_macs, run_suite
-from mobilekit.benchmarks.timing import LatencyStats, TimingConfig, measure
+from mobilekit.timing import LatencyStats, TimingConfig, measure
 from mobilekit.cli import main
 from mobilekit.cli.benchmark import parse_sizes
 from mobilekit.converters.runtimes import BackendUnavailable, OnnxRuntime, TFLiteRuntime, undelegated_ops

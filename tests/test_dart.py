@@ -9,11 +9,16 @@ import pytest
 import tree_sitter  # the test extra: pip install -e ".[test]"
 import tree_sitter_dart
 
+from mobilekit.families import FAMILIES
 from mobilekit.package_data import DART_DECODER
 from mobilekit.paths import PROJECT_ROOT
 
-# The decoder every package gets (shipped inside mobilekit) and the example app.
-SHIPPED = sorted((PROJECT_ROOT / "mobilekit" / DART_DECODER).rglob("*.dart")) + sorted((PROJECT_ROOT / "flutter_assets").rglob("*.dart"))
+# The decoder every package gets (shipped inside mobilekit), each family's part of it and the example app.
+SHIPPED = (
+    sorted((PROJECT_ROOT / "mobilekit" / DART_DECODER).rglob("*.dart"))
+    + [PROJECT_ROOT / "mobilekit" / family.dart_decoder for family in FAMILIES.values()]
+    + sorted((PROJECT_ROOT / "flutter_assets").rglob("*.dart"))
+)
 
 
 def syntax_errors(source: bytes) -> list[str]:
@@ -44,3 +49,16 @@ def test_mobilekit_ships_dart_sources():
 def test_shipped_dart_parses(path: Path):
     errors = syntax_errors(path.read_bytes())
     assert not errors, f"{path}: " + "; ".join(errors)
+
+
+def test_each_familys_decoder_is_the_part_the_shared_decoder_names():
+    """face_decoder.dart includes the family's part under the name packages give it; each family's part says
+    which decoder kind it decodes (the kind model_meta.json names) and defines familyDetect."""
+    from mobilekit.flutter.package import FAMILY_DART_FILE
+
+    shared = (PROJECT_ROOT / "mobilekit" / DART_DECODER / "face_decoder.dart").read_text()
+    assert f"part '{FAMILY_DART_FILE}';" in shared
+    for family in FAMILIES.values():
+        text = (PROJECT_ROOT / "mobilekit" / family.dart_decoder).read_text()
+        assert "part of 'face_decoder.dart';" in text and f"const familyKind = '{family.name}';" in text
+        assert "List<Face> familyDetect(Map<String, Float32List> outputs, List<Anchor>? anchors, DecoderSettings s)" in text

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mobilekit.families import FAMILIES
 from mobilekit.package_data import SHIPPED
 from mobilekit.paths import PROJECT_ROOT
 
@@ -41,7 +42,7 @@ def expected_wheel_files(tree: Path) -> set[str]:
         for path in (tree / folder).rglob("*.py")
     }
     data: set[str] = set()
-    for name in SHIPPED:
+    for name in (*SHIPPED, *(family.dart_decoder for family in FAMILIES.values())):
         path = tree / "mobilekit" / name
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         assert files and all(p.is_file() for p in files), f"mobilekit/{name} is missing from the source tree"

@@ -10,7 +10,7 @@ import torch
 
 from mobilekit.checkpoint import load_backbone, read_state_dict
 from mobilekit.models import create_model
-from mobilekit.package_data import DART_DECODER, IMAGENET_BACKBONE, IMAGENET_BACKBONE_LICENCE, copy_shipped_folder, shipped_path
+from mobilekit.package_data import DART_DECODER, IMAGENET_BACKBONE, IMAGENET_BACKBONE_LICENCE, copy_shipped_file, copy_shipped_folder, shipped_path
 from mobilekit.paths import PROJECT_ROOT
 from mobilekit.pipeline import Pipeline, PipelineConfig
 from tools.make_imagenet_backbone import backbone_state
@@ -53,3 +53,11 @@ def test_packaging_without_shared_photos_uses_a_synthetic_golden_picture(tmp_pat
     name, picture = golden_photo(None)
     assert name == SYNTHETIC_GOLDEN and picture.dtype == "uint8" and max(picture.shape[:2]) == 640
     assert (golden_photo(None)[1] == picture).all()  # the same picture every time
+
+
+def test_each_familys_dart_decoder_copies_as_in_the_source_tree(tmp_path) -> None:
+    from mobilekit.families import FAMILIES
+
+    for family in FAMILIES.values():
+        copy_shipped_file(family.dart_decoder, tmp_path / f"{family.name}.dart")
+        assert (tmp_path / f"{family.name}.dart").read_bytes() == (PROJECT_ROOT / "mobilekit" / family.dart_decoder).read_bytes()

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from mobilekit.cli.options import check_int_list, check_int_list_or_zero, check_sizes
+from mobilekit.cli.options import check_device, check_int_list, check_int_list_or_zero, check_sizes
 from mobilekit.benchmarks.report import RESULTS_DIR
 from mobilekit.errors import CheckFailed, MobilekitError
 from mobilekit.paths import shared_dir
@@ -56,23 +56,28 @@ def default_image() -> Path:
     raise MobilekitError(f"no photo for the end-to-end timing in {folder}: pass --image PATH")
 
 
-def check_device(device: str) -> None:
-    if device not in ("cpu", "cuda"):
-        raise MobilekitError(f"--device must be cpu or cuda, got {device!r}")
-    if device == "cuda":
-        import onnxruntime as ort
-        import torch
+def benchmark_device(device: str) -> str:
+    """The device benchmarks run on, ``cpu`` or ``cuda``, from a ``--device`` that ``check_device`` accepted
+    (``auto``: CUDA when PyTorch or ONNX Runtime can use it); asking for CUDA without it is an error."""
+    import onnxruntime as ort
+    import torch
 
-        if not torch.cuda.is_available() and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise MobilekitError(
-                "--device cuda was requested but no CUDA device is usable: torch.cuda.is_available() is False "
-                f"and onnxruntime offers only {ort.get_available_providers()}"
-            )
+    usable = torch.cuda.is_available() or "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "auto":
+        return "cuda" if usable else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise MobilekitError(f"--device {device}: benchmarks run on cpu or cuda (the current CUDA device)")
+    if device == "cuda" and not usable:
+        raise MobilekitError(
+            "--device cuda was requested but no CUDA device is usable: torch.cuda.is_available() is False "
+            f"and onnxruntime offers only {ort.get_available_providers()}"
+        )
+    return device
 
 
 def benchmark(
     targets: list[str] = typer.Argument(..., help="Export folders/files (from `mobilekit export`) or registered model names."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", callback=check_device, help="cpu, cuda or auto."),
     threads: Optional[str] = typer.Option(None, "--threads", callback=check_int_list, help="CPU thread counts, e.g. 1,2,4 (default: 1 and all usable cores)."),
     runs: int = typer.Option(50, "--runs", min=1, help="At least this many timed runs per measurement."),
     warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed warm-up runs."),
@@ -108,9 +113,9 @@ def benchmark(
     from mobilekit.benchmarks.cases import default_threads, plan_cases
     from mobilekit.benchmarks.report import plot_report, print_report, write_json
     from mobilekit.benchmarks.suite import run_suite
-    from mobilekit.benchmarks.timing import TimingConfig
+    from mobilekit.timing import TimingConfig
 
-    check_device(device)
+    device = benchmark_device(device)
     chosen = tuple(b.strip() for b in backends.split(",") if b.strip())
     unknown = [b for b in chosen if b not in ALL_BACKENDS]
     if unknown or not chosen:
@@ -170,7 +175,7 @@ def benchmark_train(
     models: Optional[list[str]] = typer.Argument(None, help="Registered model names (none with --data-only)."),
     imgsz: int = typer.Option(640, "--imgsz", min=32, help="Square training input size."),
     batch: str = typer.Option("2,4", "--batch", callback=check_int_list, help="Batch sizes, e.g. 2,4,8."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", callback=check_device, help="cpu, cuda or auto."),
     threads: int = typer.Option(1, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
     amp: bool = typer.Option(False, "--amp", help="CUDA: autocast (bf16 where supported, else fp16 + GradScaler)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last model and input."),
@@ -210,8 +215,7 @@ def benchmark_train(
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise MobilekitError(f"unknown model(s) {unknown}; choose from {list_models()}")
-    if device not in ("cpu", "cuda"):
-        raise MobilekitError(f"--device must be cpu or cuda, got {device!r}")
+    device = benchmark_device(device)
     if steps < 1 or warmup < 0 or imgsz < 32:
         raise MobilekitError("--steps must be >= 1, --warmup >= 0 and --imgsz >= 32")
     console = Console(stderr=True)

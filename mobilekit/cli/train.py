@@ -11,20 +11,6 @@ from mobilekit.cli.options import check_batch, check_device, check_positive
 from mobilekit.errors import MobilekitError
 
 
-def _checkpoint_config(path: Path) -> dict:
-    import torch
-
-    from mobilekit.checkpoint import CheckpointError
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable or not a checkpoint: the user's file to fix
-        raise CheckpointError(f"cannot resume from {path}: {exc}") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
-        raise CheckpointError(f"{path} is not a mobilekit training checkpoint (last.pt / best.pt)")
-    return ckpt["config"]
-
-
 def train_command(
     model: Optional[str] = typer.Option(None, "--model", help="Registered model name (default featherface_v1)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset root with train/label.txt (and val/label.txt)."),
@@ -80,7 +66,9 @@ def train_command(
         "compile": compile_model, "force_ddp": force_ddp,
     }  # fmt: skip
     if resume is not None and config is None:
-        base = _checkpoint_config(resume)
+        from mobilekit.checkpoint import read_training_checkpoint
+
+        base = read_training_checkpoint(resume)["config"]
         base.update({k: v for k, v in overrides.items() if v is not None})
         overrides = base
     cfg = load_config(config, overrides)

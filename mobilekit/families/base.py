@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from mobilekit.config import LANDMARK_NAMES, AnchorSpec, DeployConfig
-from mobilekit.detections import Detections, PostprocessConfig
+from mobilekit.detections import DecoderSettings, Detections, PostprocessConfig
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -62,6 +62,16 @@ class DetectorFamily:
     def decode(self, deploy: DeployConfig, outputs: dict, input_hw: tuple[int, int], cfg: PostprocessConfig) -> Detections:
         """One image's deployment outputs (by name, NumPy or torch, no batch axis) -> faces in input pixels."""
         raise NotImplementedError
+
+    def app_detect(self, outputs: dict[str, np.ndarray], anchors: np.ndarray | None, settings: DecoderSettings) -> Detections:
+        """The NumPy mirror of this family's Dart ``familyDetect`` (:attr:`dart_decoder`): one image's outputs
+        (no batch axis), ``anchors.json``'s rows, ``model_meta.json``'s decoder settings -> faces in input pixels."""
+        raise NotImplementedError
+
+    @property
+    def dart_decoder(self) -> str:
+        """The family's Dart decoder (package data; packages copy it to ``lib/family_decoder.dart``)."""
+        return f"families/{self.name}/decoder.dart"
 
     def criterion(self, model: nn.Module, image_size: tuple[int, int], loc_weight: float) -> nn.Module:
         """The training loss for ``model`` at ``image_size``."""

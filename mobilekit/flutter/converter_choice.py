@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilekit.benchmarks.timing import interleaved_medians
+from mobilekit.timing import interleaved_medians
 from mobilekit.converters.runtimes import TFLiteRuntime
 from mobilekit.errors import CheckFailed
 from mobilekit.flutter.verification import Verdict

@@ -44,7 +44,7 @@ from mobilekit.flutter.readme_template import APP_README, UNVERIFIED_NOTICE
 from mobilekit.flutter.tflite_metadata import METADATA_NAME, embed_metadata
 from mobilekit.flutter.verification import require_verified, verdict, verification_block
 from mobilekit.image_io import list_images, read_image, resize_to_input
-from mobilekit.package_data import DART_DECODER, copy_shipped_folder
+from mobilekit.package_data import DART_DECODER, copy_shipped_file, copy_shipped_folder
 from mobilekit.paths import shared_dir
 
 SCHEMA_VERSION = "mobilekit.flutter/1"
@@ -97,6 +97,8 @@ def golden_photo(golden_image: str | Path | None) -> tuple[str, np.ndarray]:
         photo = (preferred or images)[0]
         return photo.name, read_image(photo)
     return SYNTHETIC_GOLDEN, render_synthetic_image(np.random.default_rng(0), SYNTHETIC_GOLDEN_SIZE)[0]
+
+FAMILY_DART_FILE = "family_decoder.dart"  # the name face_decoder.dart's `part` directive gives the family's decoder
 
 
 # -- metadata ---------------------------------------------------------------------------------------
@@ -357,6 +359,7 @@ def package_export(
             {"image": "input.png", "coordinates": "model-input pixels", "decoder": decoder, "faces": faces.to_json()},
         )
         copy_shipped_folder(DART_DECODER, staging / "lib")
+        copy_shipped_file(family_of(deploy).dart_decoder, staging / "lib" / FAMILY_DART_FILE)
         os.chmod(staging, 0o755)
         _replace_dir(staging, out_dir)
     except BaseException:

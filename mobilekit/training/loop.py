@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mobilekit.atomic import write_json_atomic
-from mobilekit.checkpoint import atomic_save, load_backbone, load_partial, load_weights
+from mobilekit.checkpoint import CheckpointError, atomic_save, load_backbone, load_partial, load_weights, read_training_checkpoint
 from mobilekit.config import DeployConfig
 from mobilekit.errors import MobilekitError
 from mobilekit.families import build_criterion, family_of
@@ -280,14 +280,7 @@ class Trainer:
         }
 
     def _resume(self, path: Path) -> None:
-        from mobilekit.checkpoint import CheckpointError
-
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # any unreadable file is the user's to fix
-            raise CheckpointError(f"cannot resume from {path}: {exc}") from None
-        if not isinstance(ckpt, dict) or "optimizer" not in ckpt or "epoch" not in ckpt:
-            raise CheckpointError(f"{path} is not a mobilekit training checkpoint (last.pt / best.pt)")
+        ckpt = read_training_checkpoint(path)
         if ckpt["model_name"] != self.cfg.model:
             raise CheckpointError(f"{path} trains {ckpt['model_name']}, not {self.cfg.model}")
         self.model.load_state_dict(ckpt["model"])

@@ -104,13 +104,17 @@ def decode_regressors(regressors, anchors, input_hw: tuple[int, int]):
     return boxes, points
 
 
-def blazeface_detections(regressors, logits, anchors, input_hw: tuple[int, int], cfg: PostprocessConfig) -> Detections:
+def blazeface_detections(
+    regressors, logits, anchors, input_hw: tuple[int, int], cfg: PostprocessConfig, score_clipping: float | None = SCORE_CLIPPING
+) -> Detections:
     """One image's ``regressors`` [N, 16] and ``classificators`` [N, 1] -> faces in input pixels, as
     MediaPipe's graph finds them (``cfg.conf_threshold`` is ``min_score_thresh``, ``cfg.nms_iou`` the
     weighted NMS's ``min_suppression_threshold``)."""
     is_torch = isinstance(regressors, torch.Tensor)
     logits = logits.reshape(-1)
-    scores = _sigmoid(logits.clamp(-SCORE_CLIPPING, SCORE_CLIPPING) if is_torch else np.clip(logits, -SCORE_CLIPPING, SCORE_CLIPPING))
+    if score_clipping is not None:
+        logits = logits.clamp(-score_clipping, score_clipping) if is_torch else np.clip(logits, -score_clipping, score_clipping)
+    scores = _sigmoid(logits)
     boxes, points = decode_regressors(regressors, anchors, input_hw)
     valid = (scores >= cfg.conf_threshold) & (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
     keep = torch.nonzero(valid).flatten() if is_torch else np.flatnonzero(valid)

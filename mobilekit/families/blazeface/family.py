@@ -54,6 +54,11 @@ class BlazeFaceFamily(DetectorFamily):
         anchors = ssd_anchors(self.anchors_of(deploy), input_hw)
         return blazeface_detections(outputs["regressors"], outputs["classificators"], anchors, input_hw, cfg)
 
+    def app_detect(self, outputs, anchors, settings):
+        return blazeface_detections(
+            outputs["regressors"], outputs["classificators"], anchors, settings.input_hw, settings.postprocess_config(), settings.score_clipping
+        )
+
     def criterion(self, model, image_size, loc_weight):
         from mobilekit.families.blazeface.loss import BlazeFaceLoss
 

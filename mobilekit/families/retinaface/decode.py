@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mobilekit.box_coder import decode_boxes, decode_landmarks
-from mobilekit.detections import Detections, PostprocessConfig
+from mobilekit.detections import DecoderSettings, Detections, PostprocessConfig
 from mobilekit.families.retinaface.priors import PriorConfig
 from mobilekit.nms import nms
 
@@ -56,3 +56,20 @@ def decode_detections(
     points = decode_landmarks(landmarks, priors_kept, variances) * lm_scale
     kept = nms(boxes, scores, cfg.nms_iou, offset=cfg.nms_offset, max_keep=cfg.max_detections)
     return Detections(boxes[kept], scores[kept], points[kept])
+
+
+def app_decode(loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, anchors: np.ndarray, settings: DecoderSettings) -> Detections:
+    """The Dart ``decode`` (``anchors``: anchors.json's priors): rows with face score above the threshold, best
+    first (stable), at most ``pre_nms_top_k``, decoded to model-input pixels; the Dart ``nms`` follows."""
+    scores = conf[:, 1]
+    candidates = np.flatnonzero(scores > settings.score_threshold)
+    candidates = candidates[np.argsort(-scores[candidates], kind="stable")][: settings.pre_nms_top_k]
+    height, width = settings.input_hw
+    box_scale = np.array([width, height] * 2, dtype=np.float32)
+    points_scale = np.array([width, height] * (landmarks.shape[-1] // 2), dtype=np.float32)
+    rows = anchors[candidates]
+    boxes = decode_boxes(loc[candidates], rows, settings.variances) * box_scale
+    points = decode_landmarks(landmarks[candidates], rows, settings.variances) * points_scale
+    faces = Detections(boxes, scores[candidates], points)
+    kept = nms(faces.boxes, faces.scores, settings.nms_iou, offset=settings.nms_offset, max_keep=settings.max_detections)
+    return Detections(faces.boxes[kept], faces.scores[kept], faces.landmarks[kept])

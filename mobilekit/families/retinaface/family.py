@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mobilekit.families.base import DetectorFamily
-from mobilekit.families.retinaface.decode import decode_detections
+from mobilekit.families.retinaface.decode import app_decode, decode_detections
 from mobilekit.families.retinaface.priors import PriorConfig, prior_boxes, prior_boxes_torch
 
 
@@ -35,6 +35,9 @@ class RetinaFaceFamily(DetectorFamily):
             priors = prior_boxes(priors_cfg, input_hw)
         height, width = input_hw
         return decode_detections(loc, outputs["conf"], outputs["landmarks"], priors, priors_cfg, (width, height), cfg)
+
+    def app_detect(self, outputs, anchors, settings):
+        return app_decode(outputs["loc"], outputs["conf"], outputs["landmarks"], anchors, settings)
 
     def criterion(self, model, image_size, loc_weight):
         from mobilekit.families.retinaface.loss import MultiBoxLoss

@@ -23,6 +23,9 @@ class YoloFamily(DetectorFamily):
     def decode(self, deploy, outputs, input_hw, cfg):
         return yolo_detections(outputs["predictions"], input_hw, cfg)
 
+    def app_detect(self, outputs, anchors, settings):
+        return yolo_detections(outputs["predictions"], settings.input_hw, settings.postprocess_config())
+
     def criterion(self, model, image_size, loc_weight):
         from mobilekit.families.yolo.loss import YoloFaceLoss
 

@@ -1,11 +1,14 @@
-// Face decoder for mobilekit TFLite models: priors, decode, NMS, letterbox undo.
+// Face decoder for mobilekit TFLite models: settings, anchors, NMS, letterbox undo; the model family's own
+// decode is the part family_decoder.dart (copied from mobilekit/families/<family>/decoder.dart).
 //
-// Function for function the mirror of mobilekit/flutter/reference_decoder.py (the tested
-// contract): generateAnchors, loadAnchors, decode, decodeYolo, decodeBlazeFace, nms, weightedNms, detect,
-// endToEndDetections, letterboxTransform, undoLetterbox. Dart computes in float64 where NumPy uses float32, so
-// results agree to ~1e-4 px; golden/expected_detections.json is the check.
+// Function for function the mirror of mobilekit/flutter/reference_decoder.py and the family's `app_detect`
+// (the tested contract): loadAnchors, nms, detect, endToEndDetections, letterboxTransform, undoLetterbox.
+// Dart computes in float64 where NumPy uses float32, so results agree to ~1e-4 px;
+// golden/expected_detections.json is the check.
 import 'dart:math' as math;
 import 'dart:typed_data';
+
+part 'family_decoder.dart';
 
 /// A prior box: centre and size, normalised 0-1 by the model input width/height.
 class Anchor {
@@ -46,25 +49,6 @@ class DecoderSettings {
         maxDetections = (meta['decoder']['max_detections'] as num).toInt();
 }
 
-/// Priors in output-row order (level -> row -> column -> min size), like mobilekit.priors.
-List<Anchor> generateAnchors(List<List<int>> minSizes, List<int> steps, int height, int width, {bool clip = false}) {
-  final anchors = <Anchor>[];
-  for (var level = 0; level < steps.length; level++) {
-    final step = steps[level];
-    final rows = (height / step).ceil(), cols = (width / step).ceil();
-    for (var r = 0; r < rows; r++) {
-      for (var c = 0; c < cols; c++) {
-        for (final size in minSizes[level]) {
-          var a = [(c + 0.5) * step / width, (r + 0.5) * step / height, size / width, size / height];
-          if (clip) a = [for (final v in a) v.clamp(0.0, 1.0).toDouble()];
-          anchors.add(Anchor(a[0], a[1], a[2], a[3]));
-        }
-      }
-    }
-  }
-  return anchors;
-}
-
 /// The `anchors` of anchors.json (normalised cx, cy, w, h).
 List<Anchor> loadAnchors(Map<String, dynamic> json) {
   if (json['layout'] != 'cx,cy,w,h' || json['normalized'] != true) {
@@ -77,99 +61,11 @@ List<Anchor> loadAnchors(Map<String, dynamic> json) {
 }
 
 /// Indices with score > threshold, best first (ties keep row order), at most topK.
-List<int> _candidates(List<double> scores, double threshold, int topK) {
+List<int> candidates(List<double> scores, double threshold, int topK) {
   final idx = <int>[for (var i = 0; i < scores.length; i++) if (scores[i] > threshold) i];
   // Dart's List.sort is not stable: break ties by index to match NumPy's stable argsort.
   idx.sort((a, b) => scores[a] != scores[b] ? scores[b].compareTo(scores[a]) : a.compareTo(b));
   return idx.length > topK ? idx.sublist(0, topK) : idx;
-}
-
-/// RetinaFace outputs (one image, flat row-major: loc [N*4], conf [N*2], landmarks [N*10]) ->
-/// candidate faces in model-input pixels, best first (mobilekit.box_coder decode).
-List<Face> decode(Float32List loc, Float32List conf, Float32List landmarks, List<Anchor> anchors, DecoderSettings s) {
-  final n = anchors.length;
-  final scores = [for (var i = 0; i < n; i++) conf[2 * i + 1].toDouble()];
-  final w = s.inputWidth.toDouble(), h = s.inputHeight.toDouble();
-  final v0 = s.variances[0], v1 = s.variances[1];
-  final faces = <Face>[];
-  for (final i in _candidates(scores, s.scoreThreshold, s.preNmsTopK)) {
-    final a = anchors[i];
-    final cx = a.cx + loc[4 * i] * v0 * a.w, cy = a.cy + loc[4 * i + 1] * v0 * a.h;
-    final bw = a.w * math.exp(loc[4 * i + 2] * v1), bh = a.h * math.exp(loc[4 * i + 3] * v1);
-    final x1 = cx - bw / 2, y1 = cy - bh / 2;
-    final points = <double>[];
-    final values = landmarks.length ~/ n; // 2 per landmark
-    for (var k = 0; k < values ~/ 2; k++) {
-      points.add((a.cx + landmarks[values * i + 2 * k] * v0 * a.w) * w);
-      points.add((a.cy + landmarks[values * i + 2 * k + 1] * v0 * a.h) * h);
-    }
-    faces.add(Face([x1 * w, y1 * h, (x1 + bw) * w, (y1 + bh) * h], scores[i], points));
-  }
-  return faces;
-}
-
-/// YOLO `predictions` (flat [N*16], decoded in the graph: cx, cy, w, h, obj, 10 landmark values,
-/// cls; normalised) -> candidate faces in model-input pixels, best first (score = obj * cls).
-List<Face> decodeYolo(Float32List predictions, DecoderSettings s) {
-  final n = predictions.length ~/ 16;
-  final scores = [for (var i = 0; i < n; i++) predictions[16 * i + 4] * predictions[16 * i + 15]];
-  final w = s.inputWidth.toDouble(), h = s.inputHeight.toDouble();
-  return [
-    for (final i in _candidates(scores, s.scoreThreshold, s.preNmsTopK))
-      Face([
-        (predictions[16 * i] - predictions[16 * i + 2] / 2) * w,
-        (predictions[16 * i + 1] - predictions[16 * i + 3] / 2) * h,
-        (predictions[16 * i] + predictions[16 * i + 2] / 2) * w,
-        (predictions[16 * i + 1] + predictions[16 * i + 3] / 2) * h,
-      ], scores[i], [for (var k = 0; k < 10; k++) predictions[16 * i + 5 + k] * (k.isEven ? w : h)])
-  ];
-}
-
-/// BlazeFace outputs (regressors [N*16]: box cx, cy, w, h and keypoints x, y, input pixels relative to
-/// the anchor; classificators [N]: logits) -> candidate faces in model-input pixels, best first
-/// (MediaPipe's TensorsToDetections: score = sigmoid(clip(logit, +-score_clipping)) >= threshold, boxes with a
-/// negative size dropped).
-List<Face> decodeBlazeFace(Float32List regressors, Float32List logits, List<Anchor> anchors, DecoderSettings s) {
-  final n = anchors.length, values = regressors.length ~/ n;
-  final w = s.inputWidth.toDouble(), h = s.inputHeight.toDouble();
-  final clip = s.scoreClipping ?? double.infinity;
-  final scores = [for (var i = 0; i < n; i++) 1.0 / (1.0 + math.exp(-logits[i].clamp(-clip, clip)))];
-  final idx = <int>[for (var i = 0; i < n; i++) if (scores[i] >= s.scoreThreshold && regressors[values * i + 2] >= 0 && regressors[values * i + 3] >= 0) i];
-  idx.sort((a, b) => scores[a] != scores[b] ? scores[b].compareTo(scores[a]) : a.compareTo(b));
-  final faces = <Face>[];
-  for (final i in idx.take(s.preNmsTopK)) {
-    final a = anchors[i], r = values * i;
-    final cx = regressors[r] / w * a.w + a.cx, cy = regressors[r + 1] / h * a.h + a.cy;
-    final bw = regressors[r + 2] / w * a.w, bh = regressors[r + 3] / h * a.h;
-    faces.add(Face([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], scores[i], [
-      for (var k = 4; k < values; k++) k.isEven ? (regressors[r + k] / w * a.w + a.cx) * w : (regressors[r + k] / h * a.h + a.cy) * h
-    ]));
-  }
-  return faces;
-}
-
-/// MediaPipe's weighted NMS (mobilekit.nms.weighted_nms) over faces sorted best first: the best face and
-/// every face with IoU > nmsIou (itself included) leave together as their score-weighted mean box and
-/// landmarks, with the best face's score. Keeps at most maxDetections.
-List<Face> weightedNms(List<Face> sorted, DecoderSettings s) {
-  double area(List<double> b) => (b[2] - b[0]) * (b[3] - b[1]);
-  final kept = <Face>[];
-  var rest = List<Face>.of(sorted);
-  while (rest.isNotEmpty && kept.length < s.maxDetections) {
-    final best = rest.first;
-    final cluster = [for (final f in rest) if (_iou(best.box, f.box, 0, area) > s.nmsIou) f];
-    rest = [for (final f in rest) if (!(_iou(best.box, f.box, 0, area) > s.nmsIou)) f];
-    if (cluster.isEmpty) {
-      kept.add(best); // zero-area box: overlaps nothing, not even itself; MediaPipe stops here
-      break;
-    }
-    final total = cluster.fold<double>(0, (t, f) => t + f.score);
-    List<double> blend(List<double> Function(Face) values) => [
-          for (var k = 0; k < values(best).length; k++) cluster.fold<double>(0, (t, f) => t + values(f)[k] * f.score) / total
-        ];
-    kept.add(Face(blend((f) => f.box), best.score, blend((f) => f.landmarks)));
-  }
-  return kept;
 }
 
 /// Greedy NMS over faces sorted best first (mobilekit.nms): area = (x2 - x1 + offset) * (y2 - y1 + offset),
@@ -209,19 +105,14 @@ List<Face> endToEndDetections(Map<String, Float32List> outputs) {
   ];
 }
 
-/// One image's outputs by name -> faces in model-input pixels, best first.
+/// One image's outputs by name -> faces in model-input pixels, best first: the end-to-end model's rows, or
+/// the decoder of the model's family (family_decoder.dart, `familyDetect`), which checks the kind.
 List<Face> detect(Map<String, Float32List> outputs, List<Anchor>? anchors, DecoderSettings s) {
-  switch (s.kind) {
-    case 'retinaface':
-      return nms(decode(outputs['loc']!, outputs['conf']!, outputs['landmarks']!, anchors!, s), s);
-    case 'yolo':
-      return nms(decodeYolo(outputs['predictions']!, s), s);
-    case 'blazeface':
-      return weightedNms(decodeBlazeFace(outputs['regressors']!, outputs['classificators']!, anchors!, s), s);
-    case 'end_to_end':
-      return endToEndDetections(outputs);
+  if (s.kind == 'end_to_end') return endToEndDetections(outputs);
+  if (s.kind != familyKind) {
+    throw ArgumentError('model_meta.json names decoder kind ${s.kind}, but lib/family_decoder.dart decodes $familyKind');
   }
-  throw ArgumentError('unknown decoder kind ${s.kind}');
+  return familyDetect(outputs, anchors, s);
 }
 
 /// How frame pixels map to model-input pixels: input = frame * scale + pad.
