@@ -9,27 +9,25 @@ instructions from invoke to invoke (< 0.01 %). Compare counts within one ``-cpu`
 other XNNPACK kernels. They measure work, not a phone's time (no caches or pipelines are modelled).
 
     python -m mobilekit.benchmarks.arm_count EXPORT_DIR_OR_FILE... --cpus cortex-a53,neoverse-n1 --out DIR
-        [--op-profile FILE.tflite --op-cpu neoverse-n1] [--image PHOTO] [--arm-cache DIR]
+        [--image PHOTO] [--arm-cache DIR]
 
 writes ``DIR/arm_instructions.json`` and ``.md``: instructions per file and CPU, int8/fp32 per model,
-each model against RetinaFace, whether each int8 file's faces on ARM equal x86's (read from
-``EXPORT_DIR/parity.json`` when ``mobilekit parity --arm`` wrote it for that file), and with
-``--op-profile`` one file's instructions per op (prefix models cut as in ``op_profile.py``).
+each model against RetinaFace, and whether each int8 file's faces on ARM equal x86's (read from
+``EXPORT_DIR/parity.json`` when ``mobilekit parity --arm`` wrote it for that file). One file's
+instructions per op: ``studies/arm_ops.py`` in the repository (a study, not installed).
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from mobilekit.benchmarks.arguments import Parser, existing_file
 from mobilekit.benchmarks.markdown import table, write_report
-from mobilekit.converters.arm_emulation import GuestModel, count_instructions, describe_cpu, guest_model, parse_cpus
+from mobilekit.converters.arm_emulation import count_instructions, describe_cpu, guest_model, parse_cpus
 from mobilekit.converters.arm_setup import ArmCache, require_ready
 from mobilekit.converters.metadata import find_artefacts, read_sidecar, sha256_file, sidecar_path
 from mobilekit.converters.model_source import source_model_name
@@ -81,39 +79,6 @@ def count_files(cache: ArmCache, cpus: list[str], files: list[tuple[Path, dict]]
             if on_row:
                 on_row(row, cpu)
     return rows
-
-
-def op_instructions(cache: ArmCache, cpu: str, path: Path, image_path: Path) -> dict:
-    """Instructions per op of ``path`` on ``cpu``: the model cut after each op boundary (op_profile's cut
-    points: a PAD stays with the convolution it feeds), each prefix counted; an op's count is the
-    difference between the prefixes ending before and after it. Grouped by kind @ resolution."""
-    from mobilekit.benchmarks.op_profile import cut_points, tflite_ops, truncated_model
-
-    model_bytes = path.read_bytes()
-    ops = tflite_ops(model_bytes)
-    cuts = cut_points(ops)
-    full, _ = guest_model(path, prepared_image(image_path, read_sidecar(path))[None])
-    with tempfile.TemporaryDirectory(prefix="mobilekit_arm_cuts_") as scratch:
-        prefixes = []
-        for count in cuts:
-            prefix = Path(scratch) / f"prefix_{count}.tflite"
-            prefix.write_bytes(truncated_model(model_bytes, count) if count < len(ops) else model_bytes)
-            prefixes.append(GuestModel(prefix, full.inputs, full.input_index, {}))
-        runs = count_instructions(cache, cpu, prefixes, repeats=1)
-    failed = next((run.error for run in runs if not run.counts), None)
-    if failed:
-        raise MobilekitError(f"{path.name} on {cpu}: a prefix model failed: {failed}")
-    totals = dict(zip(cuts, (run.counts[0] for run in runs)))
-    per_op, previous = [], 0
-    for op in ops:  # a run of ops between two cuts is counted as one, on its last op
-        if op.index + 1 in totals:
-            per_op.append({"index": op.index, "op_type": op.op_type, "output_shape": op.output_shape, "group": op.group,
-                           "instructions": totals[op.index + 1] - previous})  # fmt: skip
-            previous = totals[op.index + 1]
-    groups: dict[str, int] = defaultdict(int)
-    for op in per_op:
-        groups[op["group"]] += op["instructions"]
-    return {"file": path.name, "cpu": cpu, "prefixes": len(cuts), "total": previous, "ops": per_op, "groups": dict(sorted(groups.items(), key=lambda g: -g[1]))}
 
 
 def int8_faces_on_arm(files: list[tuple[Path, dict]]) -> dict[str, dict[str, dict]]:
@@ -177,9 +142,6 @@ def markdown(result: dict) -> str:
         "",
         *table(["model", *cpus], [[label, *(v.get(cpu, "-") for cpu in cpus)] for label, v in result["ratios"]["vs_retinaface"].items()]),
     ]
-    for profile in result.get("op_profiles", []):
-        lines += ["", f"## Per op: {profile['file']} on {profile['cpu']} ({profile['total'] / 1e6:.1f} M instructions, {profile['prefixes']} prefix models)", ""]
-        lines += table(["kind @ resolution", "M instructions", "share"], [[g, f"{n / 1e6:.2f}", f"{n / profile['total']:.1%}"] for g, n in profile["groups"].items()])
     return "\n".join(lines) + "\n"
 
 
@@ -200,13 +162,13 @@ def _faces_cell(per_cpu: dict[str, dict] | None, variant: str) -> str:
     return f"{', '.join(cells)} (x86's faces within IoU 0.9: {faces})"
 
 
-def run(targets: list[Path], cache: ArmCache, cpus: list[str], image: Path, op_profile: Path | None = None, op_cpu: str | None = None) -> dict:
-    """Every TFLite file of ``targets`` counted on each CPU, the ratios, the int8 faces check, and the op profile."""
+def run(targets: list[Path], cache: ArmCache, cpus: list[str], image: Path) -> dict:
+    """Every TFLite file of ``targets`` counted on each CPU, the ratios and the int8 faces check."""
     files = tflite_files(targets)
     if not files:
         raise MobilekitError(f"no TFLite files with sidecars in {', '.join(map(str, targets))}")
     rows = count_files(cache, cpus, files, image, on_row=lambda row, cpu: print(f"  {row['file']} on {cpu}: {_millions(row, cpu)} M", flush=True))
-    result = {
+    return {
         "setup": json.loads(cache.manifest.read_text()),
         "cpus": [describe_cpu(cache, cpu) for cpu in cpus],
         "image": str(image),
@@ -215,9 +177,6 @@ def run(targets: list[Path], cache: ArmCache, cpus: list[str], image: Path, op_p
         "ratios": ratios(rows, cpus),
         "int8_faces_equal_x86": int8_faces_on_arm(files),
     }
-    if op_profile is not None:
-        result["op_profiles"] = [op_instructions(cache, op_cpu or cpus[0], op_profile, image)]
-    return result
 
 
 def attach_to_benchmark(report: dict, cache: ArmCache, cpus: list[str], image: Path, on_row=None) -> None:
@@ -234,21 +193,18 @@ def attach_to_benchmark(report: dict, cache: ArmCache, cpus: list[str], image: P
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mobilekit.cli.benchmark import default_image
+    from mobilekit.benchmarks.cases import default_image
 
     parser = Parser(prog="arm_count", description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", type=Path, nargs="+", help="export folders or .tflite files")
     parser.add_argument("--cpus", default="cortex-a53,neoverse-n1")
     parser.add_argument("--image", type=existing_file(), default=None, help="photo fed to every file (default: a shared photo)")
-    parser.add_argument("--op-profile", type=existing_file(".tflite"), default=None, help="also count this file op by op")
-    parser.add_argument("--op-cpu", default=None, help="CPU of the op profile (default: the first of --cpus)")
     parser.add_argument("--arm-cache", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
         cache = require_ready(args.arm_cache)
-        op_cpu = parse_cpus(args.op_cpu, cache)[0] if args.op_cpu else None
-        result = run(args.targets, cache, parse_cpus(args.cpus, cache), args.image or default_image(), args.op_profile, op_cpu)
+        result = run(args.targets, cache, parse_cpus(args.cpus, cache), args.image or default_image())
     except MobilekitError as exc:
         parser.exit(2, f"arm_count: {exc}\n")
     write_report(args.out, "arm_instructions", result, markdown(result))

@@ -11,6 +11,7 @@ from mobilekit.converters.variants import VARIANT, parse_artefact_name
 from mobilekit.errors import MobilekitError
 from mobilekit.models import list_models
 from mobilekit.models.registry import is_model_file
+from mobilekit.paths import shared_dir
 
 TORCH_CPU_MODES = ("torch", "torch_channels_last", "torch_compile")
 
@@ -217,3 +218,16 @@ def export_onnx_on_the_fly(model_name: str, weights: str | None, size: tuple[int
     path = out_dir / f"{artefact_stem(model.deploy.name, size)}.onnx"
     export_onnx(prepare_deploy_module(model), size, path)
     return path
+
+
+DEFAULT_IMAGE = "group_768x1024.jpg"
+
+
+def default_image() -> Path:
+    """The photo end-to-end timings run on: ``DEFAULT_IMAGE`` of the shared photos, else any of them."""
+    folder = shared_dir() / "images"
+    candidates = [folder / DEFAULT_IMAGE] + (sorted(folder.glob("*.jpg")) if folder.is_dir() else [])
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise MobilekitError(f"no photo for the end-to-end timing in {folder}: pass --image PATH")

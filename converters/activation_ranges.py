@@ -11,7 +11,7 @@ regression would move the largest faces).
 
 Measured on FeatherFace V1 at 640, judged on three photos (282 faces): calibrated on either of two
 group photos alone, 275-277 faces kept; with a bus photo added to them, 262 with TensorFlow's ranges
-and 276 with ``mean`` (over every split of six photos: ``benchmarks/int8_calibration.py``).
+and 276 with ``mean`` (over every split of six photos: ``studies/int8_calibration.py``).
 
 :func:`estimate_ranges` runs inside the TFLite worker (TensorFlow imported).
 """

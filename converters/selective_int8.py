@@ -1,6 +1,7 @@
 """Selective (mixed-precision) int8: layers left in float inside an otherwise integer TFLite model.
 
-Runs inside the TFLite worker (TensorFlow imported). A layer is named by its output tensor in the
+Runs inside the TFLite worker (TensorFlow imported), except :func:`parse_keep_float` (the option's text,
+checked by ``mobilekit export`` before any work). A layer is named by its output tensor in the
 calibrated model, the name TensorFlow's MLIR quantiser deny-lists. ``--keep-float`` takes:
 
 - ``stem``: the ops from the input at full resolution down to stride :data:`STEM_MAX_STRIDE`, in
@@ -32,6 +33,8 @@ from typing import Callable
 
 import numpy as np
 
+from mobilekit.errors import MobilekitError
+
 SHAPE_ONLY_OPS = frozenset({"RESHAPE", "CONCATENATION", "DEQUANTIZE", "QUANTIZE", "SOFTMAX", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"})
 AUTO_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
 SPEED_PREFIXES = (0, 4, 8, 11, 16, 24, 32)  # float ops from the input, in execution order
@@ -40,6 +43,18 @@ STEM_MAX_STRIDE = 4
 
 class KeepFloatError(ValueError):
     """A ``--keep-float`` entry that names nothing in the model."""
+
+
+def parse_keep_float(value: str) -> tuple[str, ...]:
+    """``--keep-float`` text -> layer specs; ``none`` -> () (fully int8); ``auto`` and ``speed`` only on their own."""
+    specs = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not specs:
+        raise MobilekitError("--keep-float needs a value: auto, speed, stem, heads, outputs, none, op types or tensor names")
+    if specs == ("none",):
+        return ()
+    if any(s in ("auto", "speed", "none") for s in specs) and len(specs) > 1:
+        raise MobilekitError(f"--keep-float {value!r}: 'auto', 'speed' and 'none' cannot be combined with other entries")
+    return specs
 
 
 def _interpreter(model: bytes):

@@ -44,7 +44,7 @@ class FeatherFace(FaceDetector):
     def __init__(self, channels: int = 56, bifpn_cells: int = 2, cbam: bool = False, deploy: DeployConfig | None = None) -> None:
         # int8 (V1, the users' checkpoint): the stem (stride <= 4) stays float. Over the 20 ways to calibrate on 3
         # of the 6 shared photos and judge the other 3 at 640: fully int8 97.5 % of faces (worst split 95.9 %),
-        # stem float 98.9 % (97.5 %), for 1.3 ms of 38 at 1 thread (benchmarks/results/int8_calibration_featherface_v1_*).
+        # stem float 98.9 % (97.5 %), for 1.3 ms of 38 at 1 thread (studies/results/int8_calibration_featherface_v1_*).
         keep_float = () if cbam else ("stem",)
         super().__init__(deploy or DeployConfig(name="featherface_v1_cbam" if cbam else "featherface_v1", int8_keep_float=keep_float))
         self.body = MobileNetV1Backbone()

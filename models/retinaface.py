@@ -72,7 +72,7 @@ class RetinaFaceMobileNet(FaceDetector):
     def __init__(self, out_channels: int = 64, deploy: DeployConfig | None = None) -> None:
         # int8: the stem (stride <= 4) stays float. Over the 20 ways to calibrate on 3 of the 6 shared photos
         # and judge the other 3 at 640: fully int8 98.1 % of faces (worst split 94.2 %), stem float 100 % on
-        # every split, for 1.2 ms of 6.9 at 1 thread (benchmarks/results/int8_calibration_retinaface_*).
+        # every split, for 1.2 ms of 6.9 at 1 thread (studies/results/int8_calibration_retinaface_*).
         super().__init__(deploy or DeployConfig(name="retinaface_mnet025", int8_keep_float=("stem",)))
         self.body = MobileNetV1Backbone()
         self.fpn = FPN(self.body.out_channels, out_channels)

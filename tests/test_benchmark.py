@@ -22,6 +22,7 @@ from mobilekit.cli.benchmark import parse_sizes
 from mobilekit.converters.runtimes import BackendUnavailable, OnnxRuntime, TFLiteRuntime, undelegated_ops
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import read_image
+from mobilekit.paths import PROJECT_ROOT
 
 MODEL = "retinaface_mnet025"
 TINY = TimingConfig(warmup=1, runs=3, min_seconds=0.0)
@@ -230,6 +231,8 @@ def test_markdown_tables_align_labels_left_and_numbers_right():
         ("int8_calibration", ["retinaface_mnet025", "--weights", "W", "--images", "IMAGES", "--calib-ranges", "mean,median", "--out", "OUT"], "unknown estimator(s) ['median']"),
         ("int8_calibration", ["retinaface_mnet025", "--weights", "W", "--images", "IMAGES", "--keep-float", "auto", "--out", "OUT"], "'auto' chooses layers itself"),
         ("int8_calibration", ["retinaface_mnet025", "--weights", "W", "--images", "EMPTY", "--out", "OUT"], "needs at least 2 photos, found 0"),
+        ("arm_ops", ["NOTES", "--image", "NOTES", "--out", "OUT"], "notes.txt is not a .tflite file"),
+        ("arm_ops", ["MODEL", "--image", "NOTES", "--out", "OUT"], "no sidecar m.json beside it"),
     ],
 )
 def test_profile_scripts_reject_bad_input_in_one_line(module, argv, message, tmp_path):
@@ -240,6 +243,6 @@ def test_profile_scripts_reject_bad_input_in_one_line(module, argv, message, tmp
     (tmp_path / "notes.txt").write_text("not a model")
     names = {"OUT": str(tmp_path / "out"), "MODEL": str(model), "NOTES": str(tmp_path / "notes.txt"), "EMPTY": str(empty), "W": str(tmp_path / "w.pth"), "IMAGES": str(tmp_path)}
     argv = [names.get(a, a.replace("=EMPTY", f"={empty}")) for a in argv]
-    proc = subprocess.run([sys.executable, "-m", f"mobilekit.benchmarks.{module}", *argv], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", f"studies.{module}", *argv], capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

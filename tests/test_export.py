@@ -328,7 +328,7 @@ def test_dynamic_onnx_runs_at_other_sizes(tmp_path):
 
 
 def test_keep_float_values_parse_and_bad_combinations_are_named():
-    from mobilekit.cli.export import parse_keep_float
+    from mobilekit.converters.selective_int8 import parse_keep_float
     from mobilekit.errors import MobilekitError
 
     assert parse_keep_float("auto") == ("auto",)

@@ -1,4 +1,4 @@
-"""The CPU-latency tools of benchmarks/: per-op profile (TFLite prefixes, ONNX Runtime profiler) and the
+"""The CPU-latency studies (studies/, not shipped): per-op profile (TFLite prefixes, ONNX Runtime profiler) and the
 int8 policy comparison. They measure; these tests check what they measure is the model, never a speed."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from mobilekit.benchmarks import int8_calibration, int8_policies, op_profile
+from studies import int8_calibration, int8_policies, op_profile
 
 pytestmark = pytest.mark.slow
 

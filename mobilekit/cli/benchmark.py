@@ -10,14 +10,12 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from mobilekit.cli.options import check_device, check_int_list, check_int_list_or_zero, check_sizes
 from mobilekit.benchmarks.report import RESULTS_DIR
+from mobilekit.cli.options import check_device, check_int_list, check_int_list_or_zero, check_sizes
 from mobilekit.errors import CheckFailed, MobilekitError
-from mobilekit.paths import shared_dir
 
 ALL_BACKENDS = ("torch", "torch_channels_last", "torch_compile", "onnxruntime", "tflite", "tflite_builtin")
 DEFAULT_BACKENDS = "torch,torch_channels_last,torch_compile,onnxruntime,tflite"
-DEFAULT_IMAGE = "group_768x1024.jpg"
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -45,15 +43,6 @@ def parse_sizes(text: str | None) -> list[tuple[int, int]]:
         return list(dict.fromkeys(parse_size(item.strip()) for item in text.split(",") if item.strip()))
     except ValueError as exc:
         raise MobilekitError(f"--imgsz: {exc} (use e.g. 320,640 or 480x640)") from None
-
-
-def default_image() -> Path:
-    folder = shared_dir() / "images"
-    candidates = [folder / DEFAULT_IMAGE] + (sorted(folder.glob("*.jpg")) if folder.is_dir() else [])
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise MobilekitError(f"no photo for the end-to-end timing in {folder}: pass --image PATH")
 
 
 def benchmark_device(device: str) -> str:
@@ -110,7 +99,7 @@ def benchmark(
 
       mobilekit benchmark exports/ --backends tflite --threads 1 --arm-count cortex-a53,neoverse-n1
     """
-    from mobilekit.benchmarks.cases import default_threads, plan_cases
+    from mobilekit.benchmarks.cases import default_image, default_threads, plan_cases
     from mobilekit.benchmarks.report import plot_report, print_report, write_json
     from mobilekit.benchmarks.suite import run_suite
     from mobilekit.timing import TimingConfig

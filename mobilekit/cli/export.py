@@ -16,7 +16,7 @@ from mobilekit.config import parse_size
 
 def export(
     name: str = typer.Argument(..., help="Registered model name."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint to export (loaded strictly)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint to export (loaded strictly; default for yunet_n / yunet_s: their authors' weights, shipped with mobilekit)."),
     random_init: bool = typer.Option(False, "--random-init", help="No weights: export a randomly initialised model (tests only; labelled in the metadata)."),
     seed: int = typer.Option(0, "--seed", help="Seed for --random-init."),
     imgsz: Optional[str] = typer.Option(
@@ -55,13 +55,14 @@ def export(
       mobilekit export featherface_v1 --random-init --onnx --out /tmp/test_export
 
       mobilekit export retinaface_mnet025 --weights w.pth --tflite --converter both --out exports/
+
+      mobilekit export yunet_n --imgsz 320 --tflite --int8 --calib-images photos/ --out exports/
     """
     from mobilekit.converters import build_source_model, export_model, resolve_formats, source_metadata
+    from mobilekit.converters.model_source import source_weights
+    from mobilekit.converters.selective_int8 import parse_keep_float
 
-    if weights is not None and random_init:
-        raise MobilekitError("--weights and --random-init exclude each other")
-    if weights is None and not random_init:
-        raise MobilekitError(f"no weights for {name}: pass --weights PATH (or --random-init for a test export)")
+    weights = source_weights(name, weights, random_init)
     if calib_images is not None and not int8:
         raise MobilekitError("--calib-images is only used with --int8")
     if keep_float is not None and not int8:
@@ -89,18 +90,6 @@ def export(
         warn=lambda message: console.print(f"[yellow]warning: {message}[/]"),
     )
     _print_summary(console, paths)
-
-
-def parse_keep_float(value: str) -> tuple[str, ...]:
-    """``--keep-float`` text -> layer specs; ``none`` -> () (fully int8); ``auto`` and ``speed`` only on their own."""
-    specs = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-    if not specs:
-        raise MobilekitError("--keep-float needs a value: auto, speed, stem, heads, outputs, none, op types or tensor names")
-    if specs == ("none",):
-        return ()
-    if any(s in ("auto", "speed", "none") for s in specs) and len(specs) > 1:
-        raise MobilekitError(f"--keep-float {value!r}: 'auto', 'speed' and 'none' cannot be combined with other entries")
-    return specs
 
 
 def _print_summary(console: Console, paths: list[Path]) -> None:

@@ -1,7 +1,7 @@
 """onnx2tf against litert-torch: converter x model x precision -> max error vs PyTorch, faces, latency, conversion time.
 
-    python -m mobilekit.benchmarks.converters --imgsz 320 --out benchmarks/results/converters_cpu_320.json
-    python -m mobilekit.benchmarks.converters --table --out benchmarks/results/converters_cpu_320.json
+    python -m studies.converters --imgsz 320 --out studies/results/converters_cpu_320.json
+    python -m studies.converters --table --out studies/results/converters_cpu_320.json
 
 Every registered model is exported with ``--converter both`` (fp32 and fp16; real weights where the shared
 folder has them, seeded random init otherwise). Errors and faces come from ``check_artefacts`` with the
@@ -97,7 +97,7 @@ def run(imgsz: int, images: Path, out_dir: Path, models: list[str]) -> dict:
 
 
 def markdown_table(result: dict) -> str:
-    """The recorded rows as the Markdown table of ``benchmarks/converters.md``."""
+    """The recorded rows as the Markdown table of ``studies/converters.md``."""
     header = ["model", "weights", "precision", "converter", "max abs error", "faces found", "ms, 1 thread", "ms, 2 threads", "conversion s"]
     rows = [[r["model"], r["weights"], r["precision"], r["converter"], f"{r['max_abs_error']:.2g}", f"{r['faces_found']}/{r['faces']}",
              f"{r['latency_ms_1_thread']:.1f}", f"{r['latency_ms_2_threads']:.1f}", f"{r['conversion_seconds']:.0f}"]

@@ -7,8 +7,8 @@ parity``'s rule on the photos its calibration did not use (recall: PyTorch faces
 IoU >= 0.5; precision the other way round). ``--extra NAME=FILE`` adds other files (another
 converter's, an earlier export) to the same alternation.
 
-    python -m mobilekit.benchmarks.int8_policies --export none=rf_none --export speed=rf_speed \\
-        --weights W.pth --images photos/ --out benchmarks/results
+    python -m studies.int8_policies --export none=rf_none --export speed=rf_speed \\
+        --weights W.pth --images photos/ --out studies/results
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ MediaPipe's letterbox; RetinaFace: its stretch) and its app threshold (BlazeFace
 IoU >= 0.5; detections matching no reference face are counted as extra. Recall is also split by the
 reference face's height relative to the photo's height (small < 5 %, medium 5-10 %, large >= 10 %).
 
-    python -m mobilekit.benchmarks.blazeface_faces --shared ../shared --json benchmarks/results/blazeface_faces.json
+    python -m studies.blazeface_faces --shared ../shared --json studies/results/blazeface_faces.json
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ after it. ONNX Runtime reports each node's kernel time itself (``enable_profilin
 and the rest; an explicit PAD before a convolution counts as that convolution (XNNPACK folds it in). ONNX Runtime fuses activations into its convolutions (``FusedConv``); XNNPACK
 fuses clamps but runs LeakyReLU as its own pass, which the ``activation`` rows show.
 
-    python -m mobilekit.benchmarks.op_profile MODEL.tflite MODEL_sim.onnx --threads 1,2 --out DIR
+    python -m studies.op_profile MODEL.tflite MODEL_sim.onnx --threads 1,2 --out DIR
 
 writes ``DIR/op_profile_<stem>.json`` and ``.md``. Figures depend on the CPU; the JSON names it.
 """

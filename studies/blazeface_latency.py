@@ -5,7 +5,7 @@ batch of ``calls`` invocations per round, the order reversed every other round, 
 is reported, so load changes hit every file alike (compare ratios, not absolute times). XNNPACK (LiteRT's
 default), ``num_threads`` fixed. Google's files take RGB / 127.5 - 1, mobilekit's raw RGB 0-255.
 
-    python -m mobilekit.benchmarks.blazeface_latency exports/*/*_fp32.tflite --shared ../shared --json out.json
+    python -m studies.blazeface_latency exports/*/*_fp32.tflite --shared ../shared --json out.json
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ by ``mobilekit parity``'s rule against PyTorch (recall: PyTorch's faces >= 0.5 f
 0.5; precision the other way round). The fp32 file and every int8 file of the first split are timed
 in one alternation.
 
-    python -m mobilekit.benchmarks.int8_calibration featherface_v1 --weights W.pth --images photos/ \\
-        --out benchmarks/results
+    python -m studies.int8_calibration featherface_v1 --weights W.pth --images photos/ \\
+        --out studies/results
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mobilekit.benchmarks.arguments import Parser, existing_dir, existing_file, 
 from mobilekit.benchmarks.hardware import machine_description
 from mobilekit.benchmarks.markdown import table, write_report
 from mobilekit.timing import interleaved_medians
-from mobilekit.cli.export import parse_keep_float
+from mobilekit.converters.selective_int8 import parse_keep_float
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import list_images
 
