@@ -11,7 +11,7 @@ from mobilekit.checkpoint import load_weights
 from mobilekit.converters.metadata import sha256_file
 from mobilekit.errors import MobilekitError
 from mobilekit.models import FaceDetector, create_model
-from mobilekit.models.registry import is_model_file
+from mobilekit.models.registry import is_model_file, released_weights
 
 
 @torch.no_grad()
@@ -34,6 +34,19 @@ def randomize_for_testing(model: nn.Module, seed: int = 0) -> nn.Module:
                 module.weight.copy_(uniform(module.weight, 0.5, 1.5))
                 module.bias.copy_(uniform(module.bias, -0.2, 0.2))
     return model.eval()
+
+
+def source_weights(name: str, weights: str | Path | None, random_init: bool) -> Path | None:
+    """The weights an export of ``name`` uses: ``weights``, else (unless ``random_init``) the model's released
+    weights (:func:`~mobilekit.models.registry.released_weights`); an error when there are none."""
+    if weights is not None and random_init:
+        raise MobilekitError("--weights and --random-init exclude each other")
+    if weights is not None or random_init:
+        return Path(weights) if weights is not None else None
+    released = None if is_model_file(name) else released_weights(name)
+    if released is None:
+        raise MobilekitError(f"no weights for {name}: pass --weights PATH (or --random-init for a test export)")
+    return released
 
 
 def build_source_model(name: str, weights: str | Path | None = None, random_seed: int | None = None) -> FaceDetector:

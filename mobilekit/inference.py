@@ -10,7 +10,7 @@ import torch
 from mobilekit.checkpoint import load_weights
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import resize_to_input, to_nchw
-from mobilekit.models import FaceDetector, create_model
+from mobilekit.models import FaceDetector, create_model, released_weights
 from mobilekit.families import decode_outputs, family_of
 from mobilekit.detections import Detections, PostprocessConfig
 
@@ -26,8 +26,12 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def load_model(name: str, weights: str | Path | None = None, device: str | torch.device = "cpu") -> FaceDetector:
-    """Build ``name``, load ``weights`` strictly (if given), eval mode, on ``device``."""
+    """Build ``name``, load ``weights`` strictly (None: the model's released weights where mobilekit ships
+    them, :func:`~mobilekit.models.registry.released_weights`; else it stays randomly initialised), eval mode,
+    on ``device``."""
     model = create_model(name)
+    if weights is None:
+        weights = released_weights(name)
     if weights is not None:
         load_weights(model, weights)
     return model.eval().to(device)

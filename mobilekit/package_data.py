@@ -5,6 +5,9 @@ the same files in a wheel, an sdist's build, an editable install and a checkout.
   each family's part of it (``DetectorFamily.dart_decoder``), copied as ``lib/family_decoder.dart``.
 - ``weights/``: the ImageNet MobileNetV1-0.25 backbone the embedded default starts from (Pytorch_Retinaface's
   pretraining, MIT, its licence beside it; made by ``tools/make_imagenet_backbone.py``).
+- ``weights/yunet_{n,s}.pt``: YuNet-n/-s as their authors released them (libfacedetection.train, Apache-2.0,
+  its licence beside them; made by ``tools/make_yunet_weights.py``): ``yunet_n`` / ``yunet_s`` start from them
+  wherever no weights are given (:func:`mobilekit.models.registry.released_weights`).
 - ``native/arm_count_plugin.c``: the qemu TCG plugin ``mobilekit arm-setup`` builds (instructions per invoke on
   emulated ARM64 CPUs).
 """
@@ -23,8 +26,10 @@ if TYPE_CHECKING:
 DART_DECODER = "flutter/dart"
 IMAGENET_BACKBONE = "weights/mobilenetv1_025_imagenet.pt"
 IMAGENET_BACKBONE_LICENCE = "weights/LICENSE-Pytorch_Retinaface.txt"
+YUNET_WEIGHTS = {"n": "weights/yunet_n.pt", "s": "weights/yunet_s.pt"}  # per variant
+YUNET_LICENCE = "weights/LICENSE-libfacedetection.train.txt"
 ARM_COUNT_PLUGIN = "native/arm_count_plugin.c"
-SHIPPED = (DART_DECODER, IMAGENET_BACKBONE, IMAGENET_BACKBONE_LICENCE, ARM_COUNT_PLUGIN)  # every file or folder above; the wheel test checks them
+SHIPPED = (DART_DECODER, IMAGENET_BACKBONE, IMAGENET_BACKBONE_LICENCE, *YUNET_WEIGHTS.values(), YUNET_LICENCE, ARM_COUNT_PLUGIN)  # every file or folder above; the wheel test checks them
 
 
 def shipped(name: str) -> Traversable:

@@ -12,15 +12,20 @@ from mobilekit.config import DeployConfig
 from mobilekit.errors import MobilekitError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_RELEASED: dict[str, str] = {}  # model name -> its released weights (a mobilekit.package_data name)
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: make a model factory available to :func:`create_model` under ``name``."""
+def register_model(name: str, released: str | None = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: make a model factory available to :func:`create_model` under ``name``; ``released``, the
+    shipped file (:mod:`mobilekit.package_data`) of the weights its authors released, makes them the weights
+    ``name`` means wherever none are given (:func:`released_weights`)."""
 
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered")
         _REGISTRY[name] = factory
+        if released is not None:
+            _RELEASED[name] = released
         return factory
 
     return decorator
@@ -28,6 +33,19 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def released_weights(name: str) -> Path | None:
+    """The weights model ``name`` stands for when a command is given none: the released weights mobilekit
+    ships for it (YuNet-n/-s: the authors'), else None (the model has no such weights: pass a checkpoint).
+    ``mobilekit predict / eval / export`` load them in place of ``--weights``, ``mobilekit train`` and
+    ``mobilekit run`` fine-tune from them (``--from-scratch``: random initialisation); :func:`create_model`
+    itself always builds a randomly initialised model."""
+    if name not in _RELEASED:
+        return None
+    from mobilekit.package_data import shipped_path
+
+    return shipped_path(_RELEASED[name])
 
 
 class UnknownModelError(MobilekitError):

@@ -43,6 +43,7 @@ from mobilekit.families.yunet.decode import YuNetRawOutputs
 from mobilekit.families.yunet.points import PointConfig
 from mobilekit.models.base import FaceDetector
 from mobilekit.models.registry import register_model
+from mobilekit.package_data import YUNET_WEIGHTS
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32  # FaceDetectorYN pads its input to a multiple of this
@@ -235,13 +236,15 @@ def load_authors_weights(model: YuNet, path: str | Path) -> YuNet:
     return model
 
 
-@register_model("yunet_n")
+@register_model("yunet_n", released=YUNET_WEIGHTS["n"])
 def yunet_n() -> YuNet:
-    """YuNet-n of libfacedetection.train (75,856 parameters); ``load_authors_weights(model, "yunet_n.pth")``."""
+    """YuNet-n of libfacedetection.train (75,856 parameters), randomly initialised; its authors' weights ship
+    with mobilekit (``released_weights("yunet_n")``) and are what commands given no weights use."""
     return YuNet("n")
 
 
-@register_model("yunet_s")
+@register_model("yunet_s", released=YUNET_WEIGHTS["s"])
 def yunet_s() -> YuNet:
-    """YuNet-s of libfacedetection.train (54,608 parameters), the model of OpenCV's FaceDetectorYN; ``load_authors_weights(model, "yunet_s.pth")``."""
+    """YuNet-s of libfacedetection.train (54,608 parameters), the model of OpenCV's FaceDetectorYN, randomly
+    initialised; its authors' weights ship with mobilekit (``released_weights("yunet_s")``)."""
     return YuNet("s")

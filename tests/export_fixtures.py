@@ -190,3 +190,40 @@ def blazeface_packages(blazeface_exports, tmp_path_factory):
         return cache[name]
 
     return package
+
+
+@pytest.fixture(scope="session")
+def judging_half(shared: Path, tmp_path_factory) -> Path:
+    """The shared photos ``calibration_half`` leaves out: int8 files are judged on photos calibration never saw."""
+    folder = tmp_path_factory.mktemp("judging_half")
+    for path in sorted((shared / "images").glob("*.jpg"))[1::2]:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def yunet_exports(calibration_half: Path, judging_half: Path, tmp_path_factory):
+    """``export(size)`` -> (export dir, parity report): YuNet-n with its authors' weights (the shipped ones, what
+    ``--model yunet_n`` means without ``--weights``) at ``size`` x ``size``: ONNX, simplified ONNX, TFLite
+    fp32/fp16/int8/int8_full (int8 calibrated on ``calibration_half``), and ``mobilekit parity`` of every file on
+    ``judging_half``, left in the export folder for ``mobilekit package``. Cached per size; 2-4 minutes each on
+    2 cores."""
+    from mobilekit.converters import build_source_model, check_artefacts, export_model, source_metadata
+    from mobilekit.converters.parity_report import export_report_path, write_json
+    from mobilekit.models import released_weights
+
+    cache: dict[int, tuple[Path, dict]] = {}
+
+    def export(size: int) -> tuple[Path, dict]:
+        if size not in cache:
+            weights = released_weights("yunet_n")
+            out = tmp_path_factory.mktemp(f"yunet_n_{size}")
+            model = build_source_model("yunet_n", weights)
+            export_model(model, size, out, formats=("onnx", "onnx_sim", "fp32", "fp16", "int8", "int8_full"),
+                         calib_images=calibration_half, source=source_metadata(weights, None, "yunet_n"))
+            report = check_artefacts(out, judging_half)
+            write_json(report, export_report_path(out))
+            cache[size] = (out, report)
+        return cache[size]
+
+    return export

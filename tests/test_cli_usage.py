@@ -17,7 +17,7 @@ USAGE_ERRORS = [
     (["nosuchcmd"], "No such command 'nosuchcmd'"),
     (["predict", "--bogus"], "No such option: --bogus"),
     (["export"], "Missing argument"),
-    (["predict", "photo.jpg"], "Missing option '--weights'"),
+    (["predict", "photo.jpg"], "no weights for retinaface_mnet025: pass --weights PATH"),  # only yunet_n/_s come with weights
     (["predict", "photo.jpg", "--model", "retinaface_mnet025", "--weights", "w.pth", "--imgsz", "abc"], "'--imgsz'"),
     (["predict", "photo.jpg", "--weights", "w.pth", "--imgsz", "0"], "'--imgsz'"),
     (["predict", "photo.jpg", "--weights", "w.pth", "--conf", "2"], "'--conf'"),

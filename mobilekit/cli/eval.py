@@ -19,7 +19,7 @@ eval_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
 def evaluate(
     ctx: typer.Context,
     model: Optional[str] = typer.Option(None, "--model", help="Registered model name."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights for the model (loaded strictly)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights for the model (loaded strictly; default for yunet_n / yunet_s: their authors' weights, shipped with mobilekit)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset root with <split>/label.txt and images/."),
     split: str = typer.Option("val", "--split", help="Which split to evaluate."),
     imgsz: Optional[str] = typer.Option(None, "--imgsz", callback=check_size, help="Inference size N or H,W (default: each image's own size)."),
@@ -33,6 +33,8 @@ def evaluate(
 
       mobilekit eval --model featherface_v1 --weights runs/train/best_weights.pth --data synth/ --imgsz 320
 
+      mobilekit eval --model yunet_n --data synth/ --imgsz 320  (the authors' weights)
+
       mobilekit eval widerface --preds preds/ --gt ../shared/widerface_eval --json ap.json
     """
     if ctx.invoked_subcommand is not None:
@@ -40,7 +42,10 @@ def evaluate(
     from mobilekit.evaluation.ap import evaluate_dataset
     from mobilekit.config import parse_size
     from mobilekit.inference import load_model, resolve_device
+    from mobilekit.models.registry import is_model_file, released_weights
 
+    if weights is None and model is not None and not is_model_file(model):
+        weights = released_weights(model)
     missing = [flag for flag, value in (("--model", model), ("--weights", weights), ("--data", data)) if value is None]
     if missing:
         raise MobilekitError(f"mobilekit eval needs {', '.join(missing)} (or use `mobilekit eval widerface`); see --help")

@@ -30,10 +30,22 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     return images
 
 
+def weights_or_released(model: str, weights: Path | None) -> Path:
+    """``--weights``, else the model's released weights shipped with mobilekit; an error when it has none."""
+    from mobilekit.models.registry import is_model_file, released_weights
+
+    if weights is not None:
+        return weights
+    released = None if is_model_file(model) else released_weights(model)
+    if released is None:
+        raise MobilekitError(f"no weights for {model}: pass --weights PATH (only yunet_n / yunet_s come with weights)")
+    return released
+
+
 def predict(
     images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: str = typer.Option("retinaface_mnet025", "--model", help="Registered model name."),
-    weights: Path = typer.Option(..., "--weights", help="Checkpoint for the model (loaded strictly; BlazeFace also reads Google's .tflite)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint for the model (loaded strictly; BlazeFace also reads Google's .tflite). Required, except for yunet_n / yunet_s: default, their authors' weights shipped with mobilekit."),
     conf: Optional[float] = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold before NMS (default: the model family's: 0.02; BlazeFace: MediaPipe's 0.5 short / 0.6 full range)."),
     nms: Optional[float] = typer.Option(None, "--nms", min=0.0, max=1.0, help="NMS IoU threshold (default: the model's, e.g. 0.4 RetinaFace, 0.5 ADYOLOv5-Face, 0.3 BlazeFace's weighted NMS)."),
     max_det: int = typer.Option(750, "--max-det", min=1, help="Faces kept per image after NMS."),
@@ -56,6 +68,8 @@ def predict(
 
       mobilekit predict photo.jpg --model blazeface_short --weights face_detection_short_range.tflite
 
+      mobilekit predict photos/ --model yunet_n --save-dir out/
+
       mobilekit predict WIDER_val/images --weights best.pth --widerface-out preds/ && mobilekit eval widerface --preds preds/ --gt ../shared/widerface_eval
     """
     import cv2
@@ -69,6 +83,7 @@ def predict(
     from mobilekit.families import family_of
 
     size = parse_size(imgsz)
+    weights = weights_or_released(model, weights)
     paths = expand_inputs(images)
     net = load_model(model, weights, resolve_device(device))
     post = family_of(net.deploy).postprocess(net.deploy, conf_threshold=conf, nms_iou=nms, max_detections=max_det)

@@ -22,6 +22,7 @@ def train_command(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pt exactly (its settings are reused)."),
     pretrained_backbone: Optional[Path] = typer.Option(None, "--pretrained-backbone", help="ImageNet MobileNetV1-0.25 weights."),
     init_weights: Optional[Path] = typer.Option(None, "--init-weights", help="Start from these weights (fine-tuning; keys that fit; BlazeFace: Google's .tflite too)."),
+    from_scratch: Optional[bool] = typer.Option(None, "--from-scratch/--from-released", help="yunet_n / yunet_s: train from random initialisation instead of fine-tuning the authors' weights shipped with mobilekit (their default)."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher weights: adds distillation losses."),
     teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Teacher architecture (default featherface_v1 for featherface_v2)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (checkpoints, logs, curves)."),
@@ -50,6 +51,8 @@ def train_command(
 
       mobilekit train --model blazeface_short --data synth/ --init-weights face_detection_short_range.tflite --lr 1e-3 --out runs/bf
 
+      mobilekit train --model yunet_n --data synth/ --lr 1e-3 --out runs/yunet  (fine-tunes the authors' weights)
+
       torchrun --nproc_per_node 4 $(which mobilekit) train --model featherface_v1 --data widerface/ --device cuda --amp --batch auto
 
       torchrun --nproc_per_node 1 $(which mobilekit) train --data synth/ --device cuda --force-ddp --compile
@@ -60,7 +63,7 @@ def train_command(
         "model": model, "data": str(data) if data else None, "epochs": epochs, "batch": batch, "imgsz": imgsz,
         "device": device, "amp": amp, "resume": str(resume) if resume else None,
         "pretrained_backbone": str(pretrained_backbone) if pretrained_backbone else None,
-        "init_weights": str(init_weights) if init_weights else None,
+        "init_weights": str(init_weights) if init_weights else None, "from_scratch": from_scratch,
         "teacher": str(teacher) if teacher else None, "teacher_model": teacher_model, "out": str(out) if out else None,
         "workers": workers, "threads": threads, "lr": lr, "optimizer": optimizer, "seed": seed, "progress": progress,
         "compile": compile_model, "force_ddp": force_ddp,

@@ -19,13 +19,14 @@ from mobilekit.families.blazeface.family import BlazeFaceFamily
 from mobilekit.families.retinaface.family import RetinaFaceFamily
 from mobilekit.families.retinaface.loss import LOC_WEIGHT
 from mobilekit.families.yolo.family import YoloFamily
+from mobilekit.families.yunet.family import YuNetFamily
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
 __all__ = ["FAMILIES", "DetectorFamily", "ParityTolerance", "build_criterion", "decode_outputs", "deploy_from_dict", "family_of", "with_family_anchors"]
 
-FAMILIES: dict[str, DetectorFamily] = {family.name: family for family in (RetinaFaceFamily(), YoloFamily(), BlazeFaceFamily())}
+FAMILIES: dict[str, DetectorFamily] = {family.name: family for family in (RetinaFaceFamily(), YoloFamily(), BlazeFaceFamily(), YuNetFamily())}
 
 
 def family_of(deploy: DeployConfig) -> DetectorFamily:

@@ -54,6 +54,7 @@ class TrainConfig:
     resume: str | None = None
     pretrained_backbone: str | None = None
     init_weights: str | None = None  # start from these weights (every key that fits), e.g. to fine-tune
+    from_scratch: bool = False  # models with released weights (yunet_n/_s) start from them unless this is set or init_weights is given
     teacher: str | None = None
     teacher_model: str | None = None  # None: featherface_v1 when the student is featherface_v2, else the student
     kd_temperature: float = 2.0

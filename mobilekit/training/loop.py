@@ -28,7 +28,8 @@ from mobilekit.config import DeployConfig
 from mobilekit.errors import MobilekitError
 from mobilekit.families import build_criterion, family_of
 from mobilekit.inference import resolve_device
-from mobilekit.models import create_model
+from mobilekit.models import create_model, released_weights
+from mobilekit.models.registry import is_model_file
 from mobilekit.training.autobatch import auto_batch_size
 from mobilekit.training.batchnorm import recalibrate_batchnorm
 from mobilekit.training.config import DEFAULT_IMGSZ, TrainConfig
@@ -141,9 +142,12 @@ class Trainer:
         if cfg.pretrained_backbone:
             report = load_backbone(self.model, cfg.pretrained_backbone)
             self.log(f"backbone: {report.describe()} from {cfg.pretrained_backbone}")
-        if cfg.init_weights:
-            report = load_partial(self.model, cfg.init_weights)
-            self.log(f"initial weights: {report.describe()} from {cfg.init_weights}")
+        init_weights = cfg.init_weights
+        if not (init_weights or cfg.resume or cfg.from_scratch or is_model_file(cfg.model)):
+            init_weights = released_weights(cfg.model)  # yunet_n / yunet_s: fine-tune the authors' weights
+        if init_weights:
+            report = load_partial(self.model, init_weights)
+            self.log(f"initial weights: {report.describe()} from {init_weights}")
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from mobilekit.detections import Detections, PostprocessConfig
+from mobilekit.detections import DecoderSettings, Detections, PostprocessConfig
 from mobilekit.nms import nms
 
 YUNET_NMS_OFFSET = 0.0  # cv::dnn::NMSBoxes on cv::Rect: area = width * height
@@ -68,3 +68,23 @@ def decode_yunet(cls, obj, bbox, kps, points, cfg: PostprocessConfig) -> Detecti
     int_corner = trunc(corner)  # OpenCV's Rect2i(int(x1), int(y1), int(w), int(h))
     kept = nms(cat([int_corner, int_corner + trunc(size)], 1), scores, cfg.nms_iou, cfg.nms_offset, cfg.max_detections)
     return Detections(boxes[kept], scores[kept], landmarks[kept])
+
+
+def app_decode(outputs: dict[str, np.ndarray], anchors: np.ndarray, settings: DecoderSettings) -> Detections:
+    """The Dart ``familyDetect`` of ``decoder.dart`` (``decodeYuNet`` + ``integerNms``): ``anchors`` are anchors.json's
+    normalised points (x / W, y / H, stride / W, stride / H); the same decode as :func:`decode_yunet` written
+    in normalised coordinates as the app computes it."""
+    height, width = settings.input_hw
+    scale = np.array([width, height], dtype=np.float32)
+    scores = np.sqrt(outputs["cls"].reshape(-1).clip(0.0, 1.0) * outputs["obj"].reshape(-1).clip(0.0, 1.0))
+    rows = np.flatnonzero(scores > settings.score_threshold)
+    rows = rows[np.argsort(-scores[rows], kind="stable")][: settings.pre_nms_top_k]
+    points, bbox, kps = anchors[rows], outputs["bbox"][rows], outputs["kps"][rows]
+    centre, size = points[:, :2] + bbox[:, :2] * points[:, 2:], np.exp(bbox[:, 2:]) * points[:, 2:]
+    boxes = np.concatenate([(centre - size / 2) * scale, (centre + size / 2) * scale], 1)
+    count = len(rows)
+    keypoints = ((points[:, None, :2] + kps.reshape(count, -1, 2) * points[:, None, 2:]) * scale).reshape(count, -1)
+    corner = np.trunc(boxes[:, :2])
+    rects = np.concatenate([corner, corner + np.trunc(boxes[:, 2:] - boxes[:, :2])], 1)
+    kept = nms(rects, scores[rows], settings.nms_iou, settings.nms_offset, settings.max_detections)
+    return Detections(boxes[kept], scores[rows][kept], keypoints[kept])
