@@ -29,8 +29,8 @@ from mobilekit.benchmarks.arguments import Parser, existing_file
 from mobilekit.benchmarks.markdown import table, write_report
 from mobilekit.converters.arm_emulation import count_instructions, describe_cpu, guest_model, parse_cpus
 from mobilekit.converters.arm_setup import ArmCache, require_ready
-from mobilekit.converters.metadata import find_artefacts, read_sidecar, sha256_file, sidecar_path
 from mobilekit.converters.model_source import source_model_name
+from mobilekit.converters.sidecars import find_artefacts, read_sidecar, sha256_file, sidecar_path
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import read_image, resize_to_input
 

@@ -88,7 +88,7 @@ def _artefact_from_name(path: Path) -> Artefact | None:
 
 def find_exports(folder: Path) -> list[Artefact]:
     """Every ``.onnx`` / ``.tflite`` in ``folder``: from its sidecar when it has one, else from its name."""
-    from mobilekit.converters.metadata import find_artefacts
+    from mobilekit.converters.sidecars import find_artefacts
 
     found = {path.resolve(): _artefact_from_sidecar(path, meta) for path, meta in find_artefacts(folder)}
     for path in sorted(folder.glob("*.onnx")) + sorted(folder.glob("*.tflite")):
@@ -209,9 +209,9 @@ def plan_cases(
 
 def export_onnx_on_the_fly(model_name: str, weights: str | None, size: tuple[int, int], out_dir: Path) -> Path:
     """ONNX export (fused, preprocessing folded, like ``mobilekit export``) of ``model_name`` at ``size``."""
-    from mobilekit.converters.metadata import artefact_stem
     from mobilekit.converters.model_source import build_source_model
     from mobilekit.converters.onnx_export import export_onnx, prepare_deploy_module
+    from mobilekit.converters.sidecars import artefact_stem
 
     model = build_source_model(model_name, weights, None if weights else 0)
     out_dir.mkdir(parents=True, exist_ok=True)

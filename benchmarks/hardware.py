@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from mobilekit.converters.metadata import tool_versions
+from mobilekit.converters.sidecars import tool_versions
 from mobilekit.errors import MobilekitError
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")

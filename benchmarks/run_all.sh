@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 from mobilekit.converters.model_source import build_source_model, source_metadata
-from mobilekit.converters.pipeline import FORMATS, export_model
+from mobilekit.converters.export import FORMATS, export_model
 from mobilekit.errors import MobilekitError
 from mobilekit.families import family_of
 from mobilekit.models import create_model, list_models

@@ -8,9 +8,9 @@ Python entry points::
     outputs = open_runtime(paths[2]).run(rgb_nhwc)   # {"loc": ..., "conf": ..., "landmarks": ...}
 """
 
+from mobilekit.converters.export import DEFAULT_FORMATS, FORMATS, export_model, resolve_formats
 from mobilekit.converters.model_source import build_source_model, randomize_for_testing, source_metadata
 from mobilekit.converters.parity import check_artefacts
-from mobilekit.converters.pipeline import DEFAULT_FORMATS, FORMATS, export_model, resolve_formats
 from mobilekit.converters.runtimes import OnnxRuntime, TFLiteRuntime, TorchRuntime, open_runtime
 
 __all__ = [

@@ -33,7 +33,7 @@ import numpy as np
 
 from mobilekit.atomic import write_text_atomic
 from mobilekit.converters.arm_setup import ArmCache
-from mobilekit.converters.child_job import last_log_line
+from mobilekit.converters.child_process import last_log_line
 from mobilekit.errors import MobilekitError
 
 QEMU_CPU_FLAGS = {"max": "max,sme=off"}  # qemu 7.2's SME int8 results are wrong

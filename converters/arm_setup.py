@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mobilekit.atomic import write_json_atomic
-from mobilekit.converters.child_job import last_log_line
+from mobilekit.converters.child_process import last_log_line
 from mobilekit.errors import MobilekitError
 from mobilekit.package_data import ARM_COUNT_PLUGIN, shipped
 

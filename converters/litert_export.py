@@ -2,7 +2,7 @@
 
 The deploy module is wrapped to take NHWC float32 RGB 0-255 (``images``) and to return a dict of the
 family's outputs, exported with ``torch.export`` here, and converted in a child process
-(``litert_worker``). Files get the ``_litert`` suffix of the variant table and appear under their final
+(``litert_child``). Files get the ``_litert`` suffix of the variant table and appear under their final
 names only when every requested variant converted.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mobilekit.converters.child_job import last_log_line, run_child_job
+from mobilekit.converters.child_process import last_log_line, run_child_job
 from mobilekit.converters.onnx_export import locate_operator
 from mobilekit.converters.tflite_export import require_xnnpack_loads
 from mobilekit.converters.variants import VARIANT, artefact_path
@@ -102,7 +102,7 @@ def convert_with_litert(
             "kinds": {v: VARIANT[v].kind for v in variants},
         }
         result = run_child_job(
-            "mobilekit.converters.litert_worker", job, work_dir, timeout_s,
+            "mobilekit.converters.litert_child", job, work_dir, timeout_s,
             failure=lambda result, log: LitertConversionFailed(_describe_failure(result, log, wrapper, images)),
             timed_out=lambda: LitertConversionFailed(f"litert-torch took longer than {timeout_s:.0f} s"),
             finals=finals,

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from mobilekit.checkpoint import load_weights
-from mobilekit.converters.metadata import sha256_file
+from mobilekit.converters.sidecars import sha256_file
 from mobilekit.errors import MobilekitError
 from mobilekit.models import FaceDetector, create_model
 from mobilekit.models.registry import is_model_file, released_weights

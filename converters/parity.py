@@ -27,10 +27,10 @@ import numpy as np
 
 from mobilekit.box_coder import box_iou
 from mobilekit.converters.float_criterion import FloatCriterion, float_criterion, relative_error
-from mobilekit.converters.metadata import find_artefacts, sha256_file
 from mobilekit.converters.model_source import rebuild_source_model
 from mobilekit.converters.runtimes import TorchRuntime, open_runtime
-from mobilekit.converters.tflite_child import IsolatedRun, run_isolated
+from mobilekit.converters.sidecars import find_artefacts, sha256_file
+from mobilekit.converters.tflite_run_child import IsolatedRun, run_isolated
 from mobilekit.converters.variants import VARIANT
 from mobilekit.detections import Detections
 from mobilekit.errors import MobilekitError

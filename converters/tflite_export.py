@@ -1,4 +1,4 @@
-"""ONNX -> TFLite fp32 / fp16 / int8 / int8_full, run in a child process (see ``tflite_worker``)."""
+"""ONNX -> TFLite fp32 / fp16 / int8 / int8_full, run in a child process (see ``onnx2tf_child``)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.converters.activation_ranges import DEFAULT_RANGE_ESTIMATOR
-from mobilekit.converters.child_job import last_log_line, run_child_job
+from mobilekit.converters.child_process import last_log_line, run_child_job
 from mobilekit.converters.onnx_export import ExportError, module_path_from_node
 from mobilekit.converters.variants import INT8_VARIANTS, TFLITE_VARIANTS, artefact_path
 from mobilekit.errors import CheckFailed
+
 
 def convert_to_tflite(
     onnx_path: str | Path,
@@ -70,7 +71,7 @@ def convert_to_tflite(
         }
         onnx_name = Path(onnx_path).name
         result = run_child_job(
-            "mobilekit.converters.tflite_worker", job, work_dir, timeout_s,
+            "mobilekit.converters.onnx2tf_child", job, work_dir, timeout_s,
             failure=lambda result, log: ExportError(_describe_failure(result, log, onnx_name)),
             timed_out=lambda: ExportError(f"TFLite conversion of {onnx_name} took longer than {timeout_s:.0f} s"),
             finals=finals,

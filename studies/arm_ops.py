@@ -23,7 +23,7 @@ from mobilekit.benchmarks.arm_count import prepared_image
 from mobilekit.benchmarks.markdown import table, write_report
 from mobilekit.converters.arm_emulation import GuestModel, count_instructions, describe_cpu, guest_model, parse_cpus
 from mobilekit.converters.arm_setup import ArmCache, require_ready
-from mobilekit.converters.metadata import read_sidecar, sidecar_path
+from mobilekit.converters.sidecars import read_sidecar, sidecar_path
 from mobilekit.errors import MobilekitError
 from studies.op_profile import cut_points, tflite_ops, truncated_model
 

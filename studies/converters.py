@@ -18,15 +18,15 @@ from pathlib import Path
 
 from mobilekit.atomic import write_json_atomic
 from mobilekit.benchmarks.markdown import table
-from mobilekit.timing import interleaved_medians
 from mobilekit.converters import build_source_model, check_artefacts, export_model, source_metadata
-from mobilekit.converters.metadata import read_sidecar
 from mobilekit.converters.parity import load_inputs
 from mobilekit.converters.runtimes import TFLiteRuntime
+from mobilekit.converters.sidecars import read_sidecar
 from mobilekit.converters.variants import VARIANT
 from mobilekit.image_io import list_images
 from mobilekit.models import list_models
 from mobilekit.paths import shared_dir
+from mobilekit.timing import interleaved_medians
 
 WEIGHTS = {"retinaface_mnet025": "retinaface_mnet025_widerface.pth", "featherface_v1": "featherface_v1_widerface.pth"}
 FORMATS = ("fp32", "fp16", "fp32_litert", "fp16_litert")

@@ -24,10 +24,10 @@ import numpy as np
 from mobilekit.benchmarks.arguments import Parser, existing_dir, existing_file, positive_int, thread_counts
 from mobilekit.benchmarks.hardware import machine_description
 from mobilekit.benchmarks.markdown import table, write_report
-from mobilekit.timing import interleaved_medians
 from mobilekit.converters.selective_int8 import parse_keep_float
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import list_images
+from mobilekit.timing import interleaved_medians
 
 FACE_COUNTS = ("faces", "found", "file_faces", "confirmed")
 
@@ -37,7 +37,7 @@ def _float_model(name: str, weights: Path, images: np.ndarray, work: Path):
     import onnx
 
     from mobilekit.converters import build_source_model, export_model, source_metadata
-    from mobilekit.converters.tflite_worker import saved_model
+    from mobilekit.converters.onnx2tf_child import saved_model
 
     model = build_source_model(name, weights)
     (onnx_path,) = export_model(model, images.shape[1:3], work, formats=("onnx_sim",), source=source_metadata(weights, None))
@@ -65,9 +65,9 @@ def run(name: str, weights: Path, images_dir: Path, imgsz: int, ranges: list[str
     ``max_splits`` of them)."""
     from mobilekit.converters.activation_ranges import estimate_ranges
     from mobilekit.converters.calibration import load_calibration_images
+    from mobilekit.converters.onnx2tf_child import calibrate, convert_variant
     from mobilekit.converters.runtimes import TFLiteRuntime, TorchRuntime
     from mobilekit.converters.selective_int8 import resolve_layers
-    from mobilekit.converters.tflite_worker import calibrate, convert_variant
     from mobilekit.models import create_model
 
     paths = list_images(images_dir)
@@ -159,9 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     from mobilekit.converters.activation_ranges import RANGE_ESTIMATORS
-
+    from mobilekit.converters.onnx2tf_child import WorkerError
     from mobilekit.converters.selective_int8 import KeepFloatError
-    from mobilekit.converters.tflite_worker import WorkerError
 
     ranges = args.calib_ranges.split(",")
     if unknown := [r for r in ranges if r not in RANGE_ESTIMATORS]:

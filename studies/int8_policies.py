@@ -19,13 +19,13 @@ from pathlib import Path
 from mobilekit.benchmarks.arguments import Parser, existing_dir, existing_file, named_path, positive_int, thread_counts
 from mobilekit.benchmarks.hardware import machine_description
 from mobilekit.benchmarks.markdown import table, write_report
-from mobilekit.timing import interleaved_medians
-from mobilekit.converters.metadata import read_sidecar
 from mobilekit.converters.parity import check_artefacts, load_inputs
 from mobilekit.converters.runtimes import OnnxRuntime, TFLiteRuntime
+from mobilekit.converters.sidecars import read_sidecar
 from mobilekit.converters.variants import artefact_path
 from mobilekit.errors import MobilekitError
 from mobilekit.image_io import list_images
+from mobilekit.timing import interleaved_medians
 
 
 def _files(exports: dict[str, Path]) -> dict[str, Path]:

@@ -37,8 +37,8 @@ def _ranges(model: bytes) -> dict[str, tuple[float, float]]:
 
 def test_mean_ranges_average_each_photos_range_and_keep_inputs_and_outputs(tmp_path):
     from mobilekit.converters.activation_ranges import estimate_ranges
+    from mobilekit.converters.onnx2tf_child import calibrate
     from mobilekit.converters.selective_int8 import head_layers, input_names
-    from mobilekit.converters.tflite_worker import calibrate
 
     saved = _saved_model(tmp_path / "small")
     rng = np.random.default_rng(1)

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("converters", ("mobilekit.converters",)),
     ("flutter", ("mobilekit.flutter",)),
     ("benchmarks", ("mobilekit.benchmarks",)),
-    ("application", ("mobilekit.pipeline", "mobilekit.cli", "mobilekit.__main__")),
+    ("application", ("mobilekit.embedded_run", "mobilekit.cli", "mobilekit.__main__")),
 )  # fmt: skip
 
 

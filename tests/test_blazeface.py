@@ -213,7 +213,7 @@ def test_predict_cli_with_googles_file(shared, tmp_path):
 
 def test_export_skips_the_uint8_output_file_with_a_warning():
     """The family declares uint8 outputs unusable: int8_full is dropped with the reason; RetinaFace keeps it."""
-    from mobilekit.converters.pipeline import _drop_unusable_uint8
+    from mobilekit.converters.export import _drop_unusable_uint8
 
     warnings = []
     formats = ("onnx", "fp32", "int8", "int8_full")
@@ -228,7 +228,7 @@ def test_the_models_own_size_is_the_default_where_the_family_needs_it(name, size
     """Training, `mobilekit run` and `benchmark MODEL` use BlazeFace's own input size; other models keep
     the commands' defaults (256 for training and run, 640 for benchmarks)."""
     from mobilekit.benchmarks.cases import plan_cases
-    from mobilekit.pipeline import model_input_size
+    from mobilekit.embedded_run import model_input_size
     from mobilekit.training.config import TrainConfig
     from mobilekit.training.loop import training_size
 

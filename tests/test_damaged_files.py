@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mobilekit.cli import main
-from mobilekit.converters.metadata import sha256_file
+from mobilekit.converters.sidecars import sha256_file
 from mobilekit.models import create_model
 
 STEM = "retinaface_mnet025_64"

@@ -11,17 +11,17 @@ import pytest
 
 from mobilekit.box_coder import box_iou
 from mobilekit.converters.runtimes import TFLiteRuntime
+from mobilekit.detections import PostprocessConfig
 from mobilekit.errors import MobilekitError
+from mobilekit.families import decode_outputs
 from mobilekit.flutter import reference_decoder as ref
+from mobilekit.flutter.embedded_json import read_embedded_metadata
 from mobilekit.flutter.end_to_end import OUTPUT_NAMES, build_end_to_end, measure_overhead
 from mobilekit.flutter.package import package_export
 from mobilekit.flutter.standard_metadata import read_standard_metadata
-from mobilekit.flutter.tflite_metadata import read_embedded_metadata
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import load_model, run_model
 from mobilekit.models import create_model
-from mobilekit.families import decode_outputs
-from mobilekit.detections import PostprocessConfig
 
 FACE_SCORE = 0.5
 

@@ -13,12 +13,12 @@ import torch.nn as nn
 from mobilekit.atomic import atomic_path
 from mobilekit.config import DeployConfig
 from mobilekit.converters import export_model, open_runtime, randomize_for_testing
-from mobilekit.converters.metadata import read_sidecar, sha256_file
+from mobilekit.converters.export import resolve_formats
+from mobilekit.converters.onnx2tf_child import WorkerError, match_outputs_by_value
 from mobilekit.converters.onnx_export import ExportError, fold_batchnorms, module_path_from_node, prepare_deploy_module
 from mobilekit.converters.parity import load_inputs
-from mobilekit.converters.pipeline import resolve_formats
+from mobilekit.converters.sidecars import read_sidecar, sha256_file
 from mobilekit.converters.tflite_export import _describe_failure, check_xnnpack_load
-from mobilekit.converters.tflite_worker import WorkerError, match_outputs_by_value
 from mobilekit.families import family_of
 from mobilekit.image_io import list_images
 from mobilekit.models import FaceDetector, create_model
@@ -383,7 +383,7 @@ def test_keep_float_auto_measures_the_detections_on_the_calibration_photos(share
     the calibration photos meet the model's target; the trials are recorded and the chosen layers are the
     ones left in float in the file."""
     from mobilekit.converters import build_source_model, source_metadata
-    from mobilekit.converters.metadata import read_sidecar
+    from mobilekit.converters.sidecars import read_sidecar
 
     weights = shared / "weights/retinaface_mnet025_widerface.pth"
     model = build_source_model("retinaface_mnet025", weights)
@@ -421,8 +421,8 @@ def test_keep_float_speed_times_float_prefixes_and_keeps_the_faces(shared, calib
     the fastest one whose detections meet the target: the sidecar lists the timings, and the layers kept
     float are the first ops of the graph, with the model's declared float layers."""
     from mobilekit.converters import build_source_model, source_metadata
-    from mobilekit.converters.metadata import read_sidecar
     from mobilekit.converters.selective_int8 import SPEED_PREFIXES
+    from mobilekit.converters.sidecars import read_sidecar
 
     weights = shared / "weights/retinaface_mnet025_widerface.pth"
     model = build_source_model("retinaface_mnet025", weights)
@@ -457,7 +457,7 @@ def _graph_with_input_sub(tmp_path, mean_shape=(1, 3, 1, 1), constant_node=False
 
 @pytest.mark.parametrize("constant_node", [False, True])
 def test_input_mean_is_split_off_for_onnx2tf(tmp_path, constant_node):
-    from mobilekit.converters.tflite_worker import split_input_mean
+    from mobilekit.converters.onnx2tf_child import split_input_mean
 
     path = _graph_with_input_sub(tmp_path, constant_node=constant_node)
     mean = split_input_mean(path)

@@ -61,7 +61,7 @@ def test_int8_finds_98_percent_of_held_out_faces(featherface_parity):
 
 @pytest.mark.slow
 def test_int8_sidecar_records_the_float_stem_and_range_estimator(featherface_export):
-    from mobilekit.converters.metadata import read_sidecar
+    from mobilekit.converters.sidecars import read_sidecar
 
     tflite = read_sidecar(featherface_export / "featherface_v1_640_int8.tflite")["tflite"]
     assert tflite["calibration_ranges"] == "mean"

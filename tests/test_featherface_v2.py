@@ -108,8 +108,8 @@ def test_int8_keeps_the_channel_attention_float_and_runs_under_xnnpack(calibrati
     """The declared keep-float layers (CBAM's FULLY_CONNECTED) make the int8 file load in LiteRT's default
     XNNPACK delegate, where the fully int8 graph crashes (double free); parity runs it there (random weights)."""
     from mobilekit.converters import build_source_model, export_model, source_metadata
-    from mobilekit.converters.metadata import read_sidecar
     from mobilekit.converters.parity import check_artefacts
+    from mobilekit.converters.sidecars import read_sidecar
 
     model = build_source_model("featherface_v2", None, random_seed=0)
     (path,) = export_model(model, 256, tmp_path, formats=("int8",), calib_images=calibration_half, source=source_metadata(None, 0))

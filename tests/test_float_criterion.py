@@ -19,8 +19,8 @@ import torch.nn as nn
 from onnx import numpy_helper
 
 from mobilekit.converters.float_criterion import RoundingPath, rounding_paths
-from mobilekit.converters.metadata import find_artefacts, sha256_file, sidecar_path
 from mobilekit.converters.parity import MIN_REFERENCE_FACES, check_artefacts
+from mobilekit.converters.sidecars import find_artefacts, sha256_file, sidecar_path
 from mobilekit.converters.variants import VARIANT
 from mobilekit.data.synth import render_synthetic_image
 from mobilekit.image_io import read_image

@@ -89,7 +89,7 @@ def test_the_wheels_copy_runs_without_the_checkout(built, tmp_path) -> None:
         archive.extractall(tmp_path / "site")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     check = (
-        "import mobilekit, mobilekit.cli, mobilekit.models, mobilekit.converters.pipeline, mobilekit.benchmarks.suite\n"
+        "import mobilekit, mobilekit.cli, mobilekit.models, mobilekit.converters.export, mobilekit.benchmarks.suite\n"
         "from mobilekit.package_data import SHIPPED, shipped\n"
         "print(mobilekit.__file__)\n"
         "assert all(shipped(name).is_file() or any(shipped(name).iterdir()) for name in SHIPPED)\n"

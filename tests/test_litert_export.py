@@ -10,14 +10,14 @@ import torch
 import torch.nn as nn
 
 from mobilekit.config import DeployConfig
-from mobilekit.converters import build_source_model, export_model, open_runtime
-from mobilekit.converters import litert_export, pipeline
+from mobilekit.converters import build_source_model, export_model, litert_export, open_runtime
+from mobilekit.converters import export as export_pipeline
+from mobilekit.converters.export import resolve_formats
 from mobilekit.converters.litert_export import LitertConversionFailed, convert_with_litert
-from mobilekit.converters.metadata import read_sidecar, sha256_file
 from mobilekit.converters.onnx_export import prepare_deploy_module
 from mobilekit.converters.parity import face_agreement, load_inputs
-from mobilekit.converters.pipeline import resolve_formats
 from mobilekit.converters.runtimes import TorchRuntime
+from mobilekit.converters.sidecars import read_sidecar, sha256_file
 from mobilekit.converters.variants import VARIANT, converter_variant, parse_artefact_name
 from mobilekit.errors import MobilekitError
 from mobilekit.families import decode_outputs
@@ -78,7 +78,7 @@ def test_missing_litert_extra_is_one_line_naming_the_extra(monkeypatch, tmp_path
 
 
 def test_without_the_litert_extra_its_twins_are_skipped_with_one_line(monkeypatch):
-    from mobilekit.converters.pipeline import FORMATS, installed_formats
+    from mobilekit.converters.export import FORMATS, installed_formats
 
     assert installed_formats(FORMATS) == (FORMATS, None)
     monkeypatch.setattr(litert_export, "LITERT_MODULE", "litert_torch_not_installed_here")
@@ -91,7 +91,7 @@ def test_without_the_litert_extra_its_twins_are_skipped_with_one_line(monkeypatc
 def test_the_run_summary_shows_the_skipped_line_as_written(tmp_path):
     from rich.console import Console
 
-    from mobilekit.pipeline import Pipeline, PipelineConfig, StepResult
+    from mobilekit.embedded_run import Pipeline, PipelineConfig, StepResult
 
     line = 'skipped fp32_litert, fp16_litert: litert-torch is not installed (pip install "mobilekit[litert]")'
     console = Console(width=400, record=True)
@@ -139,7 +139,7 @@ def test_export_goes_on_with_onnx2tf_when_litert_fails(monkeypatch, tmp_path):
     def fail(*args, **kwargs):
         raise LitertConversionFailed(reason)
 
-    monkeypatch.setattr(pipeline, "convert_with_litert", fail)
+    monkeypatch.setattr(export_pipeline, "convert_with_litert", fail)
     warnings: list[str] = []
     model = build_source_model("retinaface_mnet025", None, random_seed=0)
     paths = export_model(model, 64, tmp_path, formats=("fp32_litert",), warn=warnings.append)

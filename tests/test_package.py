@@ -13,15 +13,15 @@ import pytest
 
 from mobilekit.box_coder import box_iou
 from mobilekit.config import LANDMARK_NAMES
-from mobilekit.converters.metadata import sha256_file
 from mobilekit.converters.runtimes import TFLiteRuntime
+from mobilekit.converters.sidecars import sha256_file
 from mobilekit.detections import Detections
 from mobilekit.errors import MobilekitError
 from mobilekit.families import decode_outputs, family_of
 from mobilekit.families.retinaface.priors import prior_boxes
 from mobilekit.flutter import reference_decoder as ref
+from mobilekit.flutter.embedded_json import embed_metadata, read_embedded_metadata
 from mobilekit.flutter.package import package_export
-from mobilekit.flutter.tflite_metadata import embed_metadata, read_embedded_metadata
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
 from mobilekit.inference import load_model, run_model
 from mobilekit.models import create_model

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from mobilekit.checkpoint import load_backbone, read_state_dict
+from mobilekit.embedded_run import Pipeline, PipelineConfig
 from mobilekit.models import create_model
 from mobilekit.package_data import DART_DECODER, IMAGENET_BACKBONE, IMAGENET_BACKBONE_LICENCE, copy_shipped_file, copy_shipped_folder, shipped_path
 from mobilekit.paths import PROJECT_ROOT
-from mobilekit.pipeline import Pipeline, PipelineConfig
 from tools.make_imagenet_backbone import backbone_state
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from mobilekit.embedded_run import Pipeline, StepResult
 from mobilekit.errors import MobilekitError
-from mobilekit.pipeline import Pipeline, StepResult
 
 
 def fake_steps(ran: list[str], failing: str, error: Exception | None = None):
@@ -51,7 +51,7 @@ def test_run_stops_at_the_first_failed_step(monkeypatch, tmp_path, capsys, error
 def test_run_without_failures_runs_every_step(monkeypatch, tmp_path):
     ran: list[str] = []
     monkeypatch.setattr(Pipeline, "steps", fake_steps(ran, failing=""))
-    from mobilekit.pipeline import PipelineConfig
+    from mobilekit.embedded_run import PipelineConfig
 
     results = Pipeline(PipelineConfig(out=tmp_path / "run")).run()
     assert ran == ["export", "parity", "benchmark", "package"] and all(r.ok and r.ran for r in results)

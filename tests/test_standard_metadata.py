@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobilekit.converters.metadata import sha256_file
 from mobilekit.converters.runtimes import TFLiteRuntime
+from mobilekit.converters.sidecars import sha256_file
 from mobilekit.errors import MobilekitError
 from mobilekit.families import family_of
 from mobilekit.flutter import standard_metadata as sm
+from mobilekit.flutter.embedded_json import embed_metadata, read_embedded_metadata, read_metadata_buffer
 from mobilekit.flutter.package import ASSOCIATED_FILES, package_export
-from mobilekit.flutter.tflite_metadata import embed_metadata, read_embedded_metadata, read_metadata_buffer
 from mobilekit.models import create_model
 
 BLAZEFACE = "weights/face_detection_short_range.tflite"

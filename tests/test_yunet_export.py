@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mobilekit.converters.runtimes import TFLiteRuntime
 
 from mobilekit.box_coder import box_iou
+from mobilekit.converters.runtimes import TFLiteRuntime
 from mobilekit.detections import PostprocessConfig
 from mobilekit.families import decode_outputs
 from mobilekit.image_io import read_image, resize_to_input, to_nchw
@@ -105,7 +105,7 @@ def test_run_fine_tunes_yunet_from_the_authors_weights(tmp_path, monkeypatch) ->
     YuNet has none) and its evaluation is the fine-tuned model's. Export, parity and packaging of YuNet are the
     tests above; here the steps up to evaluation run (the whole run: ~12 min on 2 cores)."""
     from mobilekit.cli import main
-    from mobilekit.pipeline import Pipeline
+    from mobilekit.embedded_run import Pipeline
 
     steps = Pipeline.steps
     monkeypatch.setattr(Pipeline, "steps", lambda self: steps(self)[:3])  # make data, train, evaluate

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mobilekit.cli.options import check_size
-from mobilekit.errors import MobilekitError
 from mobilekit.config import parse_size
+from mobilekit.errors import MobilekitError
 
 
 def export(
@@ -93,7 +93,7 @@ def export(
 
 
 def _print_summary(console: Console, paths: list[Path]) -> None:
-    from mobilekit.converters.metadata import read_sidecar
+    from mobilekit.converters.sidecars import read_sidecar
 
     table = Table(title="exported")
     table.add_column("file", overflow="fold")

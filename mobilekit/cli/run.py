@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from mobilekit.cli.options import check_device
+from mobilekit.embedded_run import Pipeline, PipelineConfig
 from mobilekit.errors import CheckFailed
-from mobilekit.pipeline import Pipeline, PipelineConfig
 
 
 def run(

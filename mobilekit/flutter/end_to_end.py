@@ -1,7 +1,7 @@
 """End-to-end TFLite: RGB pixels in, at most K faces out, with decode and NMS inside the graph.
 
 The network part comes from the export's ONNX file through the same onnx2tf route and by-value
-output naming as ``mobilekit export`` (``converters.tflite_worker.saved_model``); this module appends the
+output naming as ``mobilekit export`` (``converters.onnx2tf_child.saved_model``); this module appends the
 family's decode in TensorFlow (``DetectorFamily.end_to_end_constants`` / ``end_to_end_decode``, e.g. the
 RetinaFace box coding against its priors as a constant), the score threshold and TFLite's built-in
 ``NON_MAX_SUPPRESSION_V5``. Outputs, by name in
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.config import DeployConfig
-from mobilekit.converters.child_job import last_log_line, run_child_job, serve_job
+from mobilekit.converters.child_process import last_log_line, run_child_job, serve_job
 from mobilekit.converters.variants import SIGNATURE_KEY
 from mobilekit.errors import MobilekitError
 from mobilekit.families import family_of
@@ -80,7 +80,7 @@ def network_onnx(export_dir: str | Path, tflite_meta: dict, scratch: str | Path)
     converted_from = tflite_meta.get("tflite", {}).get("converted_from")
     if converted_from and (export_dir / converted_from).is_file():
         return Path(shutil.copy2(export_dir / converted_from, Path(scratch) / converted_from))
-    from mobilekit.converters.metadata import artefact_stem
+    from mobilekit.converters.sidecars import artefact_stem
 
     plain = export_dir / f"{artefact_stem(tflite_meta['model']['name'], tuple(tflite_meta['input_hw']))}.onnx"
     if not plain.is_file():
@@ -195,13 +195,13 @@ def _end_to_end_module(tf, network, family, constants: dict[str, np.ndarray], jo
 
 
 def _run_job(job: dict) -> dict:
-    from mobilekit.converters import tflite_worker
+    from mobilekit.converters import onnx2tf_child
     from mobilekit.families import FAMILIES
 
     work = Path(job["work_dir"])
     sample = np.load(work / "sample.npy")
     start = time.perf_counter()
-    named, network_result = tflite_worker.saved_model(job, sample)
+    named, network_result = onnx2tf_child.saved_model(job, sample)
 
     import tensorflow as tf
 
@@ -210,11 +210,11 @@ def _run_job(job: dict) -> dict:
     module = _end_to_end_module(tf, tf.saved_model.load(str(named)), FAMILIES[job["family"]], constants, job)
     e2e_dir = work / "end_to_end"
     tf.saved_model.save(module, str(e2e_dir), signatures={SIGNATURE_KEY: module.serve})
-    Path(job["target"]).write_bytes(tflite_worker.convert_variant(e2e_dir, job["precision"], None))
-    io_spec = tflite_worker.signature_io(job["target"])
+    Path(job["target"]).write_bytes(onnx2tf_child.convert_variant(e2e_dir, job["precision"], None))
+    io_spec = onnx2tf_child.signature_io(job["target"])
     if sorted(io_spec["outputs"]) != sorted(OUTPUT_NAMES):
         raise RuntimeError(f"end-to-end signature outputs {sorted(io_spec['outputs'])} != {sorted(OUTPUT_NAMES)}")
-    ops = tflite_worker.op_counts(job["target"])
+    ops = onnx2tf_child.op_counts(job["target"])
     return {"seconds": time.perf_counter() - start, "ops": ops, "output_mapping": network_result["output_mapping"]}
 
 

@@ -29,9 +29,9 @@ import numpy as np
 
 from mobilekit.atomic import write_json_atomic
 from mobilekit.config import DeployConfig
-from mobilekit.converters.metadata import find_artefacts, sha256_file, sidecar_path, tool_versions
 from mobilekit.converters.parity_report import export_report_path
 from mobilekit.converters.runtimes import TFLiteRuntime
+from mobilekit.converters.sidecars import find_artefacts, sha256_file, sidecar_path, tool_versions
 from mobilekit.converters.variants import TFLITE_KINDS, VARIANT
 from mobilekit.data.synth import render_synthetic_image
 from mobilekit.detections import Detections
@@ -40,8 +40,8 @@ from mobilekit.families import decode_outputs, deploy_from_dict, family_of
 from mobilekit.flutter import camera_input, reference_decoder, standard_metadata
 from mobilekit.flutter import end_to_end as e2e_graph
 from mobilekit.flutter.converter_choice import choose_converter
+from mobilekit.flutter.embedded_json import METADATA_NAME, embed_metadata
 from mobilekit.flutter.readme_template import APP_README, UNVERIFIED_NOTICE
-from mobilekit.flutter.tflite_metadata import METADATA_NAME, embed_metadata
 from mobilekit.flutter.verification import require_verified, verdict, verification_block
 from mobilekit.image_io import list_images, read_image, resize_to_input
 from mobilekit.package_data import DART_DECODER, copy_shipped_file, copy_shipped_folder

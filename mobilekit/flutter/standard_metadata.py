@@ -24,7 +24,7 @@ from flatbuffers import encode, number_types, packer
 from flatbuffers.table import Table
 
 from mobilekit.errors import MobilekitError
-from mobilekit.flutter.tflite_metadata import read_metadata_buffer
+from mobilekit.flutter.embedded_json import read_metadata_buffer
 
 METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobilekit.converters.metadata import sha256_file
 from mobilekit.converters.parity_report import export_report_path
+from mobilekit.converters.sidecars import sha256_file
 from mobilekit.errors import CheckFailed, MobilekitError
 
 ENTRY_KEYS = ("precision", "passed", "criterion", "verdict", "tensors", "faces")  # copied into model_meta.json's parity

@@ -1,6 +1,6 @@
 """ONNX -> TFLite in a child process (TensorFlow stays out of the caller; onnx2tf's exits become errors).
 
-Run as ``python -m mobilekit.converters.tflite_worker JOB.json RESULT.json``. Steps: onnx2tf writes a
+Run as ``python -m mobilekit.converters.onnx2tf_child JOB.json RESULT.json``. Steps: onnx2tf writes a
 SavedModel; its outputs are matched to the ONNX outputs *by value* on a real input (never by position)
 and re-exposed under their ONNX names in a ``serving_default`` signature; every TFLite variant is
 converted from that signature, so each file carries signature defs with the stable output names.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.converters import activation_ranges
-from mobilekit.converters.child_job import serve_job
+from mobilekit.converters.child_process import serve_job
 from mobilekit.converters.variants import INT8_VARIANTS, SIGNATURE_KEY, VARIANT
 
 
@@ -291,9 +291,9 @@ def _speed_policy(job: dict, calibrated: bytes, calib: np.ndarray, declared: lis
     ``selective_int8.speed_layers``)."""
     from tensorflow.lite.python.convert import mlir_quantize
 
-    from mobilekit.timing import interleaved_medians
     from mobilekit.converters import selective_int8
     from mobilekit.converters.runtimes import TFLiteRuntime
+    from mobilekit.timing import interleaved_medians
 
     candidates = {count: declared + [n for n in prefix if n not in declared] for count, prefix in selective_int8.speed_candidates(calibrated).items()}
     runners = {}

@@ -14,8 +14,8 @@ from mobilekit.atomic import write_json_atomic
 from mobilekit.converters.activation_ranges import DEFAULT_RANGE_ESTIMATOR, RANGE_ESTIMATORS
 from mobilekit.converters.calibration import calibration_paths, load_calibration_images, synthetic_sample
 from mobilekit.converters.litert_export import LITERT_EXTRA, LitertConversionFailed, convert_with_litert, litert_available, require_litert
-from mobilekit.converters.metadata import SIDECAR_SCHEMA, artefact_stem, sha256_file, sidecar_path, tool_versions
 from mobilekit.converters.onnx_export import INPUT_NAME, check_onnx, export_onnx, prepare_deploy_module, simplify_onnx
+from mobilekit.converters.sidecars import SIDECAR_SCHEMA, artefact_stem, sha256_file, sidecar_path, tool_versions
 from mobilekit.converters.tflite_export import convert_to_tflite
 from mobilekit.converters.variants import FORMATS, INT8_VARIANTS, TFLITE_CONVERTERS, TFLITE_KINDS, TFLITE_VARIANTS, VARIANT, artefact_path, converter_variant
 from mobilekit.errors import MobilekitError

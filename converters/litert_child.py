@@ -1,7 +1,7 @@
 """PyTorch -> TFLite with litert-torch, in a child process (jax, TensorFlow and the converter's state stay
 out of the caller; a converter crash becomes a reported failure).
 
-Run as ``python -m mobilekit.converters.litert_worker JOB.json RESULT.json``. The job names a
+Run as ``python -m mobilekit.converters.litert_child JOB.json RESULT.json``. The job names a
 ``torch.export`` program (``images`` NHWC float32 RGB 0-255 in, a dict of the family's outputs out), so
 the child needs no model code. litert-torch names the signature's inputs and outputs after those keys;
 they are checked by name and by value against the program's own outputs on a real image. fp16 stores
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilekit.converters.child_job import serve_job
+from mobilekit.converters.child_process import serve_job
 from mobilekit.converters.variants import SIGNATURE_KEY
 
 FP16_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_2D_TRANSPOSE")
@@ -76,7 +76,7 @@ def check_outputs(path: str, sample: np.ndarray, reference: dict[str, np.ndarray
 
 
 def run_job(job: dict) -> dict:
-    from mobilekit.converters.tflite_worker import analyze_tflite, signature_io
+    from mobilekit.converters.onnx2tf_child import analyze_tflite, signature_io
 
     sample = np.load(job["sample_npy"])
     start = time.perf_counter()

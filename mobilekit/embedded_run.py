@@ -137,8 +137,8 @@ class Pipeline:
         return StepResult("evaluate", 0.0, summary, str(self.out / "eval.json"), details=metrics)
 
     def export(self) -> StepResult:
+        from mobilekit.converters.export import FORMATS, export_model, installed_formats
         from mobilekit.converters.model_source import build_source_model, source_metadata
-        from mobilekit.converters.pipeline import FORMATS, export_model, installed_formats
 
         formats, skipped = installed_formats(FORMATS)
         if skipped:

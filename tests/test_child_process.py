@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from mobilekit.converters.child_job import run_child_job
+from mobilekit.converters.child_process import run_child_job
 
 # A worker module written into the job's folder (the child's working directory, so ``-m`` finds it).
 WORKER = """
 import os, sys, time
 from pathlib import Path
-from mobilekit.converters.child_job import serve_job
+from mobilekit.converters.child_process import serve_job
 
 def run(job):
     Path(job["targets"]["model"]).write_text("converted")
@@ -91,7 +91,7 @@ def test_a_hung_child_times_out_and_leaves_no_file(tmp_path):
 
 
 def test_the_reported_line_is_the_last_error_else_the_last_line():
-    from mobilekit.converters.child_job import last_log_line
+    from mobilekit.converters.child_process import last_log_line
 
     log = "INFO: Created TensorFlow Lite XNNPACK delegate\nValueError: bad shape\nexiting\n"
     assert last_log_line(log) == "ValueError: bad shape"

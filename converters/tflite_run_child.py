@@ -2,7 +2,7 @@
 ``double free`` while a quantised graph is prepared) becomes a reported failure of that file instead
 of killing the caller.
 
-Run as ``python -m mobilekit.converters.tflite_child MODEL INPUTS.npy OUTPUTS.npz THREADS xnnpack|builtin``.
+Run as ``python -m mobilekit.converters.tflite_run_child MODEL INPUTS.npy OUTPUTS.npz THREADS xnnpack|builtin``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def run_isolated(path: str | Path, images: np.ndarray, num_threads: int = 2, xnn
     with tempfile.TemporaryDirectory(prefix="mobilekit_tflite_run_") as work:
         inputs, outputs = Path(work) / "inputs.npy", Path(work) / "outputs.npz"
         np.save(inputs, np.ascontiguousarray(images))
-        command = [sys.executable, "-m", "mobilekit.converters.tflite_child", str(path), str(inputs), str(outputs), str(num_threads), kernels]
+        command = [sys.executable, "-m", "mobilekit.converters.tflite_run_child", str(path), str(inputs), str(outputs), str(num_threads), kernels]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         try:
             proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
