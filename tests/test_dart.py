@@ -62,3 +62,28 @@ def test_each_familys_decoder_is_the_part_the_shared_decoder_names():
         text = (PROJECT_ROOT / "mobilekit" / family.dart_decoder).read_text()
         assert "part of 'face_decoder.dart';" in text and f"const familyKind = '{family.name}';" in text
         assert "List<Face> familyDetect(Map<String, Float32List> outputs, List<Anchor>? anchors, DecoderSettings s)" in text
+
+
+def test_the_numpy_mirror_reads_every_decoder_setting_the_dart_reads():
+    """Each ``meta['decoder'][KEY]`` the Dart decoder reads changes the NumPy mirror's settings (or, when
+    required, its absence is a one-line error naming it): the mirror cannot ignore a setting the app uses."""
+    import re
+
+    from mobilekit.detections import DecoderSettings
+    from mobilekit.errors import MobilekitError
+
+    dart = (PROJECT_ROOT / "mobilekit" / DART_DECODER / "face_decoder.dart").read_text()
+    read_by_dart = set(re.findall(r"meta\['decoder'\]\['(\w+)'\]", dart))
+    assert {"kind", "variances", "score_clipping", "score_threshold", "nms_iou", "nms_offset", "pre_nms_top_k", "max_detections"} <= read_by_dart
+    decoder = {"kind": "blazeface", "variances": [0.1, 0.2], "score_clipping": 100.0, "score_threshold": 0.5, "nms_iou": 0.3,
+               "nms_offset": 0.0, "pre_nms_top_k": 5000, "max_detections": 100}  # fmt: skip
+    meta = {"decoder": decoder, "input": {"shape": [1, 128, 128, 3]}}
+    base = DecoderSettings.from_meta(meta)
+    for key in sorted(read_by_dart):
+        changed = {**decoder, key: "retinaface" if key == "kind" else [0.5, 0.5] if key == "variances" else 7}
+        assert DecoderSettings.from_meta({**meta, "decoder": changed}) != base, key
+        without = {k: v for k, v in decoder.items() if k != key}
+        try:
+            assert DecoderSettings.from_meta({**meta, "decoder": without}) != base, key
+        except MobilekitError as exc:
+            assert key in str(exc)
