@@ -182,6 +182,7 @@ def test_assignment_uses_anchor_ratio_and_neighbour_cells():
     assert loss.assign(table, 3, (4, 4), (128, 128))[0][0].numel() == 0
 
 
+@pytest.mark.slow
 def test_loss_decreases_when_overfitting_one_batch():
     torch.manual_seed(6)
     net = create_model("adyolov5_face").train()

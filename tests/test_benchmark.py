@@ -235,6 +235,7 @@ def test_markdown_tables_align_labels_left_and_numbers_right():
         ("arm_ops", ["MODEL", "--image", "NOTES", "--out", "OUT"], "no sidecar m.json beside it"),
     ],
 )
+@pytest.mark.slow
 def test_profile_scripts_reject_bad_input_in_one_line(module, argv, message, tmp_path):
     model, empty = tmp_path / "m.tflite", tmp_path / "empty"
     model.write_bytes(b"")

@@ -104,6 +104,7 @@ def test_googles_weights_fit_mediapipes_own_detections(google, shared):
     assert float(nothing["landmarks"]) == 0.0 and nothing["box"] == parts["box"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(GOOGLE_WEIGHTS))
 def test_a_few_steps_from_scratch_decrease_the_loss(name, synth):
     torch.manual_seed(0)
@@ -125,6 +126,7 @@ def test_a_few_steps_from_scratch_decrease_the_loss(name, synth):
     assert losses[-1] < 0.7 * losses[0]
 
 
+@pytest.mark.slow
 def test_fine_tuning_googles_weights_keeps_its_faces(shared, synth, tmp_path):
     """Two epochs on synthetic faces at a low learning rate from Google's file: the weights still find the
     faces Google's file finds on a real photo, in the same places."""
@@ -140,6 +142,7 @@ def test_fine_tuning_googles_weights_keeps_its_faces(shared, synth, tmp_path):
     assert (iou.max(axis=1) >= 0.8).sum() >= len(before) - 1
 
 
+@pytest.mark.slow
 def test_training_at_another_size_is_refused(synth, tmp_path):
     args = ["train", "--model", "blazeface_full", "--data", str(synth), "--imgsz", "256", "--out", str(tmp_path)]
     result = subprocess.run([sys.executable, "-m", "mobilekit", *args], capture_output=True, text=True, timeout=300)
@@ -147,6 +150,7 @@ def test_training_at_another_size_is_refused(synth, tmp_path):
     assert result.stderr.strip().splitlines()[-1].endswith("blazeface_full trains at its own input size 192x192 only, got --imgsz 256")
 
 
+@pytest.mark.slow
 def test_pseudo_labels_carry_the_landmarks_a_family_can_give(shared, tmp_path):
     """``data label`` with BlazeFace writes boxes without landmarks (one mouth centre cannot give two corners);
     RetinaFace's keypoints are the label landmarks themselves."""

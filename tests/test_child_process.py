@@ -47,6 +47,7 @@ def _run(tmp_path, mode: str, timeout_s: float = 60, check=None):
     return result, final
 
 
+@pytest.mark.slow
 def test_the_parents_check_sees_the_file_before_it_is_published_and_can_refuse_it(tmp_path):
     seen = []
 
@@ -84,6 +85,7 @@ def test_a_crashed_child_is_a_failure_with_its_log(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_hung_child_times_out_and_leaves_no_file(tmp_path):
     with pytest.raises(JobFailed, match="timeout"):
         _run(tmp_path, "hang", timeout_s=5)

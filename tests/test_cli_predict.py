@@ -34,6 +34,7 @@ def test_predict_writes_json_and_drawings(shared, weights, tmp_path):
     assert drawn.shape == (720, 1280, 3)
 
 
+@pytest.mark.slow
 def test_predict_writes_widerface_layout_that_the_evaluator_reads(shared, weights, tmp_path):
     from mobilekit.evaluation.widerface import read_prediction_file
 
@@ -49,6 +50,7 @@ def test_predict_writes_widerface_layout_that_the_evaluator_reads(shared, weight
     np.testing.assert_allclose(rows[0, :4], [x1, y1, x2 - x1 + 1, y2 - y1 + 1], atol=0.06)
 
 
+@pytest.mark.slow
 def test_predict_converts_grayscale_and_rgba(shared, weights, tmp_path):
     bgr = cv2.imread(str(shared / "images" / "two_people_720x1280.jpg"))
     cv2.imwrite(str(tmp_path / "gray.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
@@ -71,6 +73,7 @@ def test_predict_converts_grayscale_and_rgba(shared, weights, tmp_path):
         ("wrong_checkpoint", "does not fit retinaface_mnet025"),
     ],
 )
+@pytest.mark.slow
 def test_predict_bad_input_is_one_clear_error(case, expected, shared, weights, tmp_path):
     image = str(shared / "images" / "two_people_720x1280.jpg")
     args = ["predict", image, "--weights", weights]
@@ -89,6 +92,7 @@ def test_predict_bad_input_is_one_clear_error(case, expected, shared, weights, t
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_params_table_and_json(tmp_path):
     result = run_cli("params", "retinaface_mnet025", "--imgsz", "640", "--json", str(tmp_path / "p.json"))
     assert result.returncode == 0, result.stderr

@@ -66,6 +66,7 @@ def test_usage_errors_need_no_separate_click_install(tmp_path):
     assert_usage_error(result, "'--conf'")
 
 
+@pytest.mark.slow
 def test_values_valid_today_stay_valid(tmp_path):
     """``--threads 0`` (torch's default) and ``--conf 0`` parse; the command then fails for its own reason."""
     train = run(["train", "--threads", "0", "--workers", "0"], tmp_path)
@@ -74,6 +75,7 @@ def test_values_valid_today_stay_valid(tmp_path):
     assert predict.returncode == 2 and "image not found: missing.jpg" in predict.stderr, predict.stderr
 
 
+@pytest.mark.slow
 def test_user_errors_name_the_file(tmp_path):
     (tmp_path / "photo.jpg").write_bytes(b"not an image")
     result = run(["predict", "photo.jpg", "--weights", "missing.pth", "--device", "cpu"], tmp_path)

@@ -62,6 +62,7 @@ def truncated_weights(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [f"{STEM}.onnx", f"{STEM}_fp32.tflite", f"{STEM}_fp32.json"])
 def test_parity_and_benchmark_name_a_damaged_export_file(tiny_export, tmp_path, capsys, photo, name):
     folder = damaged_copy(tiny_export, tmp_path / "export", name)

@@ -159,6 +159,7 @@ def wider_gt(shared):
     return load_widerface_gt(shared / "widerface_eval")
 
 
+@pytest.mark.slow
 def test_widerface_protocol_equals_official_loop(shared, wider_gt) -> None:
     from scipy.io import loadmat
 
@@ -188,6 +189,7 @@ def test_widerface_protocol_equals_official_loop(shared, wider_gt) -> None:
         assert abs(ours[setting] - ref_ap) <= 1e-6, (setting, ours[setting], ref_ap)
 
 
+@pytest.mark.slow
 def test_widerface_folder_round_trip_on_the_full_val_set(tmp_path, wider_gt) -> None:
     """Perfect predictions written with ``write_widerface_predictions`` give AP near 1 on every setting."""
     for im in wider_gt:
@@ -202,6 +204,7 @@ def test_widerface_folder_round_trip_on_the_full_val_set(tmp_path, wider_gt) -> 
         assert results[setting] > 0.99, (setting, results[setting])
 
 
+@pytest.mark.slow
 def test_widerface_cli_writes_json_and_plot(tmp_path, shared, wider_gt) -> None:
     from mobilekit.cli import main
 

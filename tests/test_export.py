@@ -273,6 +273,7 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
     return exc.value.code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_rejects_bad_inputs(tmp_path, capsys, shared):
     weights = str(shared / "weights/retinaface_mnet025_widerface.pth")
     empty = tmp_path / "empty"

@@ -104,6 +104,7 @@ def test_folding_preprocessing_is_exact(featherface):
     assert_folding_is_exact(featherface)
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch_with_random_offsets(tmp_path):
     """The CBAM variant holds every V1 module plus CBAM: one export covers both."""
     ort = pytest.importorskip("onnxruntime")

@@ -214,6 +214,7 @@ def test_config_yaml_with_overrides_and_errors(tmp_path) -> None:
         TrainConfig().validate()
 
 
+@pytest.mark.slow
 def test_eval_command_and_user_errors(trained, tiny_data, tmp_path, capsys) -> None:
     from mobilekit.cli import main
 

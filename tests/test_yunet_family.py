@@ -94,6 +94,7 @@ def test_anchors_document_decodes_as_the_family_does(shared) -> None:
         np.testing.assert_allclose([(cx - w / 2) * 320, (cy - h / 2) * 320, (cx + w / 2) * 320, (cy + h / 2) * 320], box, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_end_to_end_decode_in_tensorflow_equals_the_familys(shared) -> None:
     tf = pytest.importorskip("tensorflow")
     model = load_model("yunet_n")
