@@ -11,7 +11,7 @@ from mobilekit.checkpoint import load_weights
 from mobilekit.converters.sidecars import sha256_file
 from mobilekit.errors import MobilekitError
 from mobilekit.models import FaceDetector, create_model
-from mobilekit.models.registry import is_model_file, released_weights
+from mobilekit.models.registry import is_model_file, released_weights, weights_or_released
 
 
 @torch.no_grad()
@@ -38,15 +38,14 @@ def randomize_for_testing(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def source_weights(name: str, weights: str | Path | None, random_init: bool) -> Path | None:
     """The weights an export of ``name`` uses: ``weights``, else (unless ``random_init``) the model's released
-    weights (:func:`~mobilekit.models.registry.released_weights`); an error when there are none."""
+    weights (:func:`~mobilekit.models.registry.weights_or_released`)."""
     if weights is not None and random_init:
         raise MobilekitError("--weights and --random-init exclude each other")
-    if weights is not None or random_init:
-        return Path(weights) if weights is not None else None
-    released = None if is_model_file(name) else released_weights(name)
-    if released is None:
+    if random_init:
+        return None
+    if weights is None and released_weights(name) is None:
         raise MobilekitError(f"no weights for {name}: pass --weights PATH (or --random-init for a test export)")
-    return released
+    return weights_or_released(name, weights)
 
 
 def build_source_model(name: str, weights: str | Path | None = None, random_seed: int | None = None) -> FaceDetector:

@@ -48,6 +48,17 @@ def released_weights(name: str) -> Path | None:
     return shipped_path(_RELEASED[name])
 
 
+
+def weights_or_released(name: str, weights: str | Path | None) -> Path:
+    """``weights``, else ``name``'s :func:`released_weights`; a one-line error naming the option when it has none."""
+    if weights is not None:
+        return Path(weights)
+    released = released_weights(name)
+    if released is None:
+        raise MobilekitError(f"no weights for {name}: pass --weights PATH (only {', '.join(sorted(_RELEASED))} come with weights)")
+    return released
+
+
 class UnknownModelError(MobilekitError):
     """A model name that is not registered."""
 

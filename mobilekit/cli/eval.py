@@ -39,12 +39,12 @@ def evaluate(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from mobilekit.evaluation.ap import evaluate_dataset
     from mobilekit.config import parse_size
+    from mobilekit.evaluation.ap import evaluate_dataset
     from mobilekit.inference import load_model, resolve_device
-    from mobilekit.models.registry import is_model_file, released_weights
+    from mobilekit.models.registry import released_weights
 
-    if weights is None and model is not None and not is_model_file(model):
+    if weights is None and model is not None:
         weights = released_weights(model)
     missing = [flag for flag, value in (("--model", model), ("--weights", weights), ("--data", data)) if value is None]
     if missing:

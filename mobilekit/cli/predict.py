@@ -30,18 +30,6 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     return images
 
 
-def weights_or_released(model: str, weights: Path | None) -> Path:
-    """``--weights``, else the model's released weights shipped with mobilekit; an error when it has none."""
-    from mobilekit.models.registry import is_model_file, released_weights
-
-    if weights is not None:
-        return weights
-    released = None if is_model_file(model) else released_weights(model)
-    if released is None:
-        raise MobilekitError(f"no weights for {model}: pass --weights PATH (only yunet_n / yunet_s come with weights)")
-    return released
-
-
 def predict(
     images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: str = typer.Option("retinaface_mnet025", "--model", help="Registered model name."),
@@ -78,11 +66,13 @@ def predict(
     from mobilekit.config import parse_size
     from mobilekit.draw import draw_detections
     from mobilekit.evaluation.widerface import write_widerface_predictions
+    from mobilekit.families import family_of
     from mobilekit.image_io import read_image
     from mobilekit.inference import detect_image, load_model, resolve_device
-    from mobilekit.families import family_of
 
     size = parse_size(imgsz)
+    from mobilekit.models.registry import weights_or_released
+
     weights = weights_or_released(model, weights)
     paths = expand_inputs(images)
     net = load_model(model, weights, resolve_device(device))

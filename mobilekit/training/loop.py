@@ -29,7 +29,6 @@ from mobilekit.errors import MobilekitError
 from mobilekit.families import build_criterion, family_of
 from mobilekit.inference import resolve_device
 from mobilekit.models import create_model, released_weights
-from mobilekit.models.registry import is_model_file
 from mobilekit.training.autobatch import auto_batch_size
 from mobilekit.training.batchnorm import recalibrate_batchnorm
 from mobilekit.training.config import DEFAULT_IMGSZ, TrainConfig
@@ -143,7 +142,7 @@ class Trainer:
             report = load_backbone(self.model, cfg.pretrained_backbone)
             self.log(f"backbone: {report.describe()} from {cfg.pretrained_backbone}")
         init_weights = cfg.init_weights
-        if not (init_weights or cfg.resume or cfg.from_scratch or is_model_file(cfg.model)):
+        if not (init_weights or cfg.resume or cfg.from_scratch):
             init_weights = released_weights(cfg.model)  # yunet_n / yunet_s: fine-tune the authors' weights
         if init_weights:
             report = load_partial(self.model, init_weights)
